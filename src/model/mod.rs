@@ -1,1 +1,150 @@
-//! TODO
+//! The prior network: configuration, weights and identity (SHA-256 of the weight file).
+//!
+//! Loading happens in one place, [`Model::from_bytes`]; the embedded default model is
+//! [`Model::embedded`].
+
+pub mod unet;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+pub use unet::UNet;
+
+/// U-Net hyper-parameters; `Default` is the paper's CIFAR-10 model (35.7M parameters).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    pub in_channels: usize,
+    pub ch: usize,
+    pub ch_mult: Vec<usize>,
+    pub num_res_blocks: usize,
+    pub attn_resolutions: Vec<usize>,
+    pub dropout: f64,
+    pub resolution: usize,
+    pub num_groups: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            in_channels: 3,
+            ch: 128,
+            ch_mult: vec![1, 2, 2, 2],
+            num_res_blocks: 2,
+            attn_resolutions: vec![16],
+            dropout: 0.1,
+            resolution: 32,
+            num_groups: 32,
+        }
+    }
+}
+
+impl Config {
+    /// Rejects configurations the network cannot be built from.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::Parameter(format!("model config: {m}")));
+        if self.in_channels == 0 || self.in_channels > 4 {
+            return bad("in_channels must be 1..=4");
+        }
+        if self.ch == 0 || self.ch > 1024 || self.ch % 2 != 0 || self.ch < 4 {
+            return bad("ch must be even, 4..=1024");
+        }
+        if self.ch_mult.is_empty() || self.ch_mult.len() > 6 || self.ch_mult.iter().any(|&m| m == 0 || m > 8) {
+            return bad("ch_mult must have 1..=6 entries in 1..=8");
+        }
+        if self.num_res_blocks == 0 || self.num_res_blocks > 8 {
+            return bad("num_res_blocks must be 1..=8");
+        }
+        if self.num_groups == 0 || self.ch % self.num_groups != 0 {
+            return bad("num_groups must divide ch");
+        }
+        if self.resolution == 0 || self.resolution % (1 << (self.ch_mult.len() - 1)) != 0 {
+            return bad("resolution must be divisible by 2^(levels-1)");
+        }
+        Ok(())
+    }
+}
+
+/// A loaded prior: the network plus its identity.
+#[derive(Debug)]
+pub struct Model {
+    net: UNet,
+    sha256: [u8; 32],
+    device: Device,
+}
+
+/// The default model's files, embedded in the binary.
+pub const EMBEDDED_WEIGHTS: &[u8] = include_bytes!("../../models/default/model.safetensors");
+/// The default model's configuration (JSON).
+pub const EMBEDDED_CONFIG: &str = include_str!("../../models/default/config.json");
+
+impl Model {
+    /// Loads weights (safetensors, f32/f16/bf16 stored, f32 in memory) and a JSON config.
+    pub fn from_bytes(weights: &[u8], config_json: &str) -> Result<Self> {
+        let cfg: Config = serde_json::from_str(config_json)
+            .map_err(|e| Error::Parameter(format!("model config JSON: {e}")))?;
+        let device = Device::Cpu;
+        let tensors = candle_core::safetensors::load_buffer(weights, &device)?;
+        let tensors = tensors
+            .into_iter()
+            .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?)))
+            .collect::<Result<std::collections::HashMap<String, Tensor>>>()?;
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
+        let net = UNet::new(&cfg, vb)?;
+        let sha256: [u8; 32] = Sha256::digest(weights).into();
+        Ok(Self { net, sha256, device })
+    }
+
+    /// Loads `DIR/model.safetensors` and `DIR/config.json`.
+    pub fn from_dir(dir: &std::path::Path) -> Result<Self> {
+        let w = std::fs::read(dir.join("model.safetensors"))?;
+        let c = std::fs::read_to_string(dir.join("config.json"))?;
+        Self::from_bytes(&w, &c)
+    }
+
+    /// The model embedded in the binary.
+    pub fn embedded() -> Result<Self> {
+        Self::from_bytes(EMBEDDED_WEIGHTS, EMBEDDED_CONFIG)
+    }
+
+    /// Loads from `dir` if given, else the embedded model.
+    pub fn load(dir: Option<&std::path::Path>) -> Result<Self> {
+        match dir {
+            Some(d) => Self::from_dir(d),
+            None => Self::embedded(),
+        }
+    }
+
+    /// SHA-256 of the weight file: the model's identity, written into every stream.
+    pub fn sha256(&self) -> [u8; 32] {
+        self.sha256
+    }
+
+    /// Hex form of [`Model::sha256`].
+    pub fn sha256_hex(&self) -> String {
+        self.sha256.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn config(&self) -> &Config {
+        self.net.config()
+    }
+
+    pub fn net(&self) -> &UNet {
+        &self.net
+    }
+
+    /// ε_θ(x, t) for `n` images (NCHW f32, row-major), all at model time `t`.
+    pub fn eps(&self, x: &[f32], n: usize, t: usize) -> Result<Vec<f32>> {
+        let c = self.config().in_channels;
+        let r = self.config().resolution;
+        if x.len() != n * c * r * r {
+            return Err(Error::Parameter(format!("eps: got {} values for {n} images", x.len())));
+        }
+        let xt = Tensor::from_slice(x, (n, c, r, r), &self.device)?;
+        let ts = vec![t as f32; n];
+        let out = self.net.forward(&xt, &ts)?;
+        Ok(out.flatten_all()?.to_vec1::<f32>()?)
+    }
+}
