@@ -1,1 +1,538 @@
-//! TODO
+//! The codec: image → tiles → diffusion chain → packets, and back. The only module that sees
+//! every stage (model, diffusion, channel simulation, entropy coding, bitstream).
+//!
+//! Stream semantics (format/SPEC.md): with a K-step chain (chain step i goes from
+//! x_{τ_{i+1}} to x_{τ_i}, the network called at model time τ_{i+1}), x_{τ_K} = x_T is drawn
+//! from N(0, I) with the shared seed; packets 0..K−2 carry the chain steps i = K−1 … 1 by
+//! reverse channel coding (PFR), and packet K−1 (if lossless) carries every pixel of x_0 with
+//! the discretized Gaussian p_θ(x_0 | x_{τ_1}). After m packets the decoder holds x_{τ_{K−m}}.
+
+use crate::bitstream::{self, Channels, ColourMode, Header, Stream, VarianceCode};
+use crate::diffusion::{Denoiser, Diffusion};
+use crate::entropy::{SymbolReader, SymbolWriter};
+use crate::error::{Error, Result};
+use crate::image_io::RasterImage;
+use crate::model::Model;
+use crate::rcc::{self, RccParams, StepKey, StepStats};
+use crate::rng;
+use crate::schedule::{Schedule, Variance};
+use crate::tiling::TileGrid;
+
+/// Default number of chain steps for `encode`.
+pub const DEFAULT_STEPS: usize = 100;
+/// Tile edge of the shipped models.
+pub const TILE: usize = 32;
+/// Largest image the decoder will allocate for by default (pixels).
+pub const DEFAULT_MAX_PIXELS: u64 = 1 << 24;
+/// Stream tag of x_T's noise.
+const XT_STREAM: u64 = 0x7854;
+
+/// Everything that defines a stream besides the image and the model.
+#[derive(Debug, Clone)]
+pub struct CodecParams {
+    pub schedule: Schedule,
+    pub variance: Variance,
+    pub rcc: RccParams,
+    pub seed: u64,
+    /// Code x_0 exactly at the end.
+    pub lossless: bool,
+    /// Tiles per network call (fixed by the stream).
+    pub batch_tiles: usize,
+}
+
+impl CodecParams {
+    /// Default parameters with K steps of the given spacing ("dense" or "even").
+    pub fn new(steps: usize, spacing: &str, variance: Variance) -> Result<Self> {
+        let schedule = make_schedule(1000, steps, spacing)?;
+        Ok(Self { schedule, variance, rcc: RccParams::default(), seed: 0, lossless: true, batch_tiles: 64 })
+    }
+}
+
+/// A K-step schedule from the CLI's spacing name.
+pub fn make_schedule(t_max: usize, steps: usize, spacing: &str) -> Result<Schedule> {
+    match spacing {
+        "dense" => Schedule::dense_low(t_max, steps, crate::schedule::DEFAULT_DENSE_POWER),
+        "even" => Schedule::even(t_max, steps),
+        s => Err(Error::Parameter(format!("unknown spacing {s:?} (dense or even)"))),
+    }
+}
+
+/// What the encoder measured at one packet.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PacketReport {
+    /// Packet index (0-based); after it the decoder holds x at model time `t_after`.
+    pub packet: usize,
+    /// Model time before (τ_{i+1}) and after (τ_i) this step.
+    pub t_before: usize,
+    pub t_after: usize,
+    /// Ideal cost: KL(q‖p) in bits for a chain step, −log2 p_θ(x_0|x_1) for the final step.
+    pub ideal_bits: f64,
+    /// Σ of ideal bits up to and including this packet.
+    pub cum_ideal_bits: f64,
+    /// Words of the ANS stream a decoder needs for packets 0..=this.
+    pub cum_words: u32,
+    /// Chunks coded (0: the step was sampled from p_θ for free).
+    pub chunks: usize,
+    /// Chunks whose realised KL exceeded the candidate budget.
+    pub over_budget_chunks: usize,
+}
+
+/// The encoder's account of a stream: ideal versus actual bits.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EncodeReport {
+    pub width: u32,
+    pub height: u32,
+    pub channels: u8,
+    pub tiles: usize,
+    /// Coded dimensions (pixels × channels of the image, no padding).
+    pub dims: usize,
+    pub steps: usize,
+    pub file_bytes: usize,
+    /// Bytes before the body (header + step table).
+    pub overhead_bytes: usize,
+    pub ideal_bits: f64,
+    pub packets: Vec<PacketReport>,
+    pub encode_seconds: f64,
+}
+
+impl EncodeReport {
+    /// Actual bits per coded dimension (whole file).
+    pub fn actual_bpd(&self) -> f64 {
+        self.file_bytes as f64 * 8.0 / self.dims as f64
+    }
+    /// Ideal bits per coded dimension (Σ KL + L_0 of the coded pixels).
+    pub fn ideal_bpd(&self) -> f64 {
+        self.ideal_bits / self.dims as f64
+    }
+    /// Bytes of the file a decoder needs to decode `packets` packets.
+    pub fn prefix_bytes(&self, packets: usize) -> usize {
+        let words = if packets == 0 { 0 } else { self.packets[packets - 1].cum_words as usize };
+        self.overhead_bytes + 4 * words
+    }
+}
+
+/// Called by the encoder at every prefix m = 0..K−1 (packets decoded so far) with the chain
+/// state's one-step reconstruction x̂_0 (tiles, model range), before packet m is coded.
+pub type PrefixObserver<'a> = dyn FnMut(usize, &[f32]) -> Result<()> + 'a;
+
+/// Evaluates ε_θ for all tiles, in fixed batches of `batch` tiles.
+pub fn eps_tiles(model: &dyn Denoiser, x: &[f32], tiles: usize, batch: usize, t: usize) -> Result<Vec<f32>> {
+    let d = 3 * TILE * TILE;
+    let mut out = Vec::with_capacity(x.len());
+    for start in (0..tiles).step_by(batch.max(1)) {
+        let n = batch.min(tiles - start);
+        out.extend(model.eps(&x[start * d..(start + n) * d], n, t)?);
+    }
+    Ok(out)
+}
+
+/// Model range [−1, 1] from 8-bit samples.
+fn to_model(v: &[u8]) -> Vec<f32> {
+    v.iter().map(|&k| (k as f32) * (2.0 / 255.0) - 1.0).collect()
+}
+
+/// 8-bit samples from model range (rounded, clamped).
+pub fn to_u8(x: &[f32]) -> Vec<u8> {
+    x.iter().map(|&v| (((v as f64) + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8).collect()
+}
+
+/// Pixel indices (into the tile buffer) coded by the lossless final step, in coding order.
+fn coded_pixels(grid: &TileGrid, grey: bool) -> Vec<usize> {
+    let t = grid.tile;
+    let planes = if grey { 1 } else { 3 };
+    let mut idx = Vec::new();
+    for i in 0..grid.num_tiles() {
+        for c in 0..planes {
+            for y in 0..t {
+                for x in 0..t {
+                    if grid.inside(i, y, x) {
+                        idx.push(i * grid.tile_dims() + c * t * t + y * t + x);
+                    }
+                }
+            }
+        }
+    }
+    idx
+}
+
+/// The initial state x_T: standard normals from the shared seed.
+fn initial_state(seed: u64, dims: usize) -> Vec<f32> {
+    let mut x = vec![0f32; dims];
+    rng::fill_normals(seed, XT_STREAM, &mut x);
+    x
+}
+
+/// Mean (model range, per dimension) and std of p_θ(x_0 | x_{τ_1}) for the final step.
+fn final_step_model(diff: &Diffusion, x: &[f32], eps: &[f32]) -> (Vec<f32>, f32) {
+    (diff.predict_x0(x, eps, 0), diff.sigma2(0).sqrt() as f32)
+}
+
+/// Encodes `img` with `model`. `observer` (optional) sees the reconstruction at every prefix.
+pub fn encode(
+    model: &Model,
+    img: &RasterImage,
+    p: &CodecParams,
+    progress: &mut dyn FnMut(usize, usize),
+    mut observer: Option<&mut PrefixObserver<'_>>,
+) -> Result<(Vec<u8>, EncodeReport)> {
+    let start = std::time::Instant::now();
+    let grid = TileGrid::new(img.width as usize, img.height as usize, TILE);
+    let grey = img.channels == 1;
+    let tiles = grid.num_tiles();
+    let dims_all = tiles * grid.tile_dims();
+    let x0_u8 = grid.to_tiles(&img.to_rgb());
+    let x0 = to_model(&x0_u8);
+    let diff = Diffusion::new(p.schedule.clone(), p.variance);
+    let k = diff.steps();
+    let batch = p.batch_tiles.clamp(1, 4096);
+    let mut x = initial_state(p.seed, dims_all);
+    let mut w = SymbolWriter::new();
+    let mut prev_q = 0u32;
+    let mut packets = Vec::new();
+    let mut cum_ideal = 0.0;
+    let mut step_stats: Vec<StepStats> = Vec::new();
+    let total_calls = k;
+    for (m, i) in (1..k).rev().enumerate() {
+        let eps = eps_tiles(model, &x, tiles, batch, diff.schedule.model_t(i))?;
+        let x0_hat = diff.predict_x0(&x, &eps, i);
+        if let Some(obs) = observer.as_deref_mut() {
+            obs(m, &x0_hat)?;
+        }
+        let mu_p = diff.posterior_mean(&x0_hat, &x, i);
+        let mu_q = diff.posterior_mean(&x0, &x, i);
+        let sigma_p = diff.sigma2(i).sqrt() as f32;
+        let sigma_q = diff.posterior_variance(i).sqrt() as f32;
+        w.begin_step();
+        let key = StepKey { seed: p.seed, step: i as u32 };
+        let (x_new, stats) = rcc::encode_step(key, &p.rcc, &mu_p, sigma_p, &mu_q, sigma_q, &mut prev_q, &mut w)?;
+        cum_ideal += stats.kl_bits;
+        packets.push(PacketReport {
+            packet: m,
+            t_before: diff.schedule.model_t(i),
+            t_after: diff.schedule.model_t(i - 1),
+            ideal_bits: stats.kl_bits,
+            cum_ideal_bits: cum_ideal,
+            cum_words: 0,
+            chunks: stats.chunks as usize,
+            over_budget_chunks: stats.over_budget_chunks as usize,
+        });
+        step_stats.push(stats);
+        x = x_new;
+        progress(m + 1, total_calls);
+    }
+    // Final step: x_{τ_1} → x_0.
+    let eps = eps_tiles(model, &x, tiles, batch, diff.schedule.model_t(0))?;
+    let x0_hat = diff.predict_x0(&x, &eps, 0);
+    if let Some(obs) = observer.as_deref_mut() {
+        obs(k - 1, &x0_hat)?;
+    }
+    if p.lossless {
+        let (means, std) = final_step_model(&diff, &x, &eps);
+        let idx = coded_pixels(&grid, grey);
+        let values: Vec<u8> = idx.iter().map(|&j| x0_u8[j]).collect();
+        let m: Vec<f32> = idx.iter().map(|&j| means[j]).collect();
+        w.begin_step();
+        let bits = w.write_pixels(&values, &m, std)?;
+        cum_ideal += bits;
+        packets.push(PacketReport {
+            packet: k - 1,
+            t_before: diff.schedule.model_t(0),
+            t_after: 0,
+            ideal_bits: bits,
+            cum_ideal_bits: cum_ideal,
+            cum_words: 0,
+            chunks: 0,
+            over_budget_chunks: 0,
+        });
+    }
+    progress(total_calls, total_calls);
+    let enc = w.finish()?;
+    let (words, words_needed) = (enc.words, enc.words_needed);
+    for (pk, &cw) in packets.iter_mut().zip(&words_needed) {
+        pk.cum_words = cw;
+    }
+    let header = Header {
+        model_sha256: model.sha256(),
+        width: img.width,
+        height: img.height,
+        channels: Channels::try_from(img.channels)?,
+        colour_mode: if grey { ColourMode::GreyReplicated } else { ColourMode::Rgb },
+        tile_size: TILE as u16,
+        batch_tiles: batch as u16,
+        t_max: diff.schedule.t_max() as u16,
+        taus: diff.schedule.taus().iter().map(|&t| t as u16).collect(),
+        variance: match p.variance {
+            Variance::Small => VarianceCode::Small,
+            Variance::Large => VarianceCode::Large,
+        },
+        chunk_bits_q8: (p.rcc.chunk_bits * 256.0).round() as u16,
+        margin_bits: p.rcc.margin_bits as u8,
+        min_log2_candidates: p.rcc.min_log2_candidates as u8,
+        max_log2_candidates: p.rcc.max_log2_candidates as u8,
+        skip_below_q8: (p.rcc.skip_below_bits * 256.0).round() as u16,
+        seed: p.seed,
+        lossless: p.lossless,
+        body_words: words.len() as u32,
+        body_crc32: 0,
+        pixel_crc32: crc32fast::hash(img.samples()),
+    };
+    let stream = Stream { header, words_needed, words, truncated: false };
+    let bytes = bitstream::write_stream(&stream)?;
+    let overhead_bytes = bytes.len() - 4 * stream.words.len();
+    let dims = img.width as usize * img.height as usize * if grey { 1 } else { 3 };
+    let report = EncodeReport {
+        width: img.width,
+        height: img.height,
+        channels: img.channels,
+        tiles,
+        dims,
+        steps: k,
+        file_bytes: bytes.len(),
+        overhead_bytes,
+        ideal_bits: cum_ideal,
+        packets,
+        encode_seconds: start.elapsed().as_secs_f64(),
+    };
+    Ok((bytes, report))
+}
+
+/// How to show the image after a prefix of the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recon {
+    /// The paper's one-step x̂_0 = (x_t − √(1−ᾱ) ε_θ)/√ᾱ.
+    OneStep,
+    /// Deterministic DDIM denoising from x_t to x_0 along the remaining chain.
+    Ddim,
+}
+
+impl std::str::FromStr for Recon {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "onestep" | "one-step" => Ok(Recon::OneStep),
+            "ddim" => Ok(Recon::Ddim),
+            _ => Err(Error::Parameter(format!("unknown reconstruction {s:?} (onestep or ddim)"))),
+        }
+    }
+}
+
+/// Decoder options.
+#[derive(Debug, Clone)]
+pub struct DecodeOptions {
+    pub max_packets: Option<usize>,
+    pub max_bytes: Option<usize>,
+    pub recon: Recon,
+    pub max_pixels: u64,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        Self { max_packets: None, max_bytes: None, recon: Recon::OneStep, max_pixels: DEFAULT_MAX_PIXELS }
+    }
+}
+
+/// What the decoder did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DecodeReport {
+    pub packets_total: usize,
+    pub packets_decoded: usize,
+    /// Model time of the state the reconstruction came from (0: exact x_0).
+    pub t: usize,
+    pub lossless: bool,
+    pub bytes_used: usize,
+    pub decode_seconds: f64,
+}
+
+/// Reads a stream's header and checks it against the model and limits.
+pub fn parse(bytes: &[u8]) -> Result<Stream> {
+    bitstream::read_stream(bytes, &bitstream::Limits::default())
+}
+
+/// Rebuilds the codec parameters a stream was written with.
+pub fn params_of(h: &Header) -> Result<CodecParams> {
+    let schedule = Schedule::respaced(h.t_max as usize, h.taus.iter().map(|&t| t as usize).collect())?;
+    let variance = match h.variance {
+        VarianceCode::Small => Variance::Small,
+        VarianceCode::Large => Variance::Large,
+    };
+    let rcc = RccParams {
+        chunk_bits: h.chunk_bits(),
+        margin_bits: h.margin_bits as u32,
+        min_log2_candidates: h.min_log2_candidates as u32,
+        max_log2_candidates: h.max_log2_candidates as u32,
+        skip_below_bits: h.skip_below_bits(),
+    };
+    rcc.validate()?;
+    Ok(CodecParams { schedule, variance, rcc, seed: h.seed, lossless: h.lossless, batch_tiles: h.batch_tiles as usize })
+}
+
+/// Decodes a stream, or the longest packet prefix allowed by `opts` and the bytes present.
+pub fn decode(
+    model: &Model,
+    bytes: &[u8],
+    opts: &DecodeOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(RasterImage, DecodeReport)> {
+    let start = std::time::Instant::now();
+    let cut = opts.max_bytes.map_or(bytes.len(), |b| b.min(bytes.len()));
+    let stream = parse(&bytes[..cut])?;
+    let h = &stream.header;
+    h.check_model(&model.sha256())?;
+    if h.pixel_count() > opts.max_pixels {
+        return Err(Error::LimitsExceeded(format!(
+            "{}x{} image exceeds the decoder's limit of {} pixels",
+            h.width, h.height, opts.max_pixels
+        )));
+    }
+    if h.tile_size as usize != TILE || model.config().resolution != TILE {
+        return Err(Error::Format(format!("tile size {} does not match the model", h.tile_size)));
+    }
+    let p = params_of(h)?;
+    let diff = Diffusion::new(p.schedule.clone(), p.variance);
+    let k = diff.steps();
+    let total = h.num_packets();
+    let mut avail = stream.packets_available().min(total);
+    if let Some(mp) = opts.max_packets {
+        avail = avail.min(mp);
+    }
+    let grid = TileGrid::new(h.width as usize, h.height as usize, TILE);
+    let grey = h.colour_mode == ColourMode::GreyReplicated;
+    let tiles = grid.num_tiles();
+    let batch = p.batch_tiles.max(1);
+    let mut x = initial_state(p.seed, tiles * grid.tile_dims());
+    let words_used = if avail == 0 { 0 } else { stream.words_needed[avail - 1] as usize };
+    let mut r = SymbolReader::new(&stream.words[..words_used.min(stream.words.len())])?;
+    let mut prev_q = 0u32;
+    let rcc_packets = avail.min(k - 1);
+    let work = rcc_packets + 1;
+    for m in 0..rcc_packets {
+        let i = k - 1 - m;
+        let eps = eps_tiles(model, &x, tiles, batch, diff.schedule.model_t(i))?;
+        let x0_hat = diff.predict_x0(&x, &eps, i);
+        let mu_p = diff.posterior_mean(&x0_hat, &x, i);
+        let sigma_p = diff.sigma2(i).sqrt() as f32;
+        let key = StepKey { seed: p.seed, step: i as u32 };
+        x = rcc::decode_step(key, &p.rcc, &mu_p, sigma_p, &mut prev_q, &mut r)?;
+        progress(m + 1, work);
+    }
+    // The chain index whose input state x now is.
+    let i_now = k - 1 - rcc_packets;
+    let lossless_done = p.lossless && avail == total;
+    let samples_rgb_tiles: Vec<u8>;
+    if lossless_done {
+        let eps = eps_tiles(model, &x, tiles, batch, diff.schedule.model_t(0))?;
+        let (means, std) = final_step_model(&diff, &x, &eps);
+        let idx = coded_pixels(&grid, grey);
+        let m: Vec<f32> = idx.iter().map(|&j| means[j]).collect();
+        let mut values = vec![0u8; idx.len()];
+        r.read_pixels(&m, std, &mut values)?;
+        let mut out = to_u8(&means);
+        for (&j, &v) in idx.iter().zip(&values) {
+            out[j] = v;
+        }
+        if grey {
+            let t2 = TILE * TILE;
+            for tile in out.chunks_exact_mut(grid.tile_dims()) {
+                let (r0, rest) = tile.split_at_mut(t2);
+                rest[..t2].copy_from_slice(r0);
+                rest[t2..].copy_from_slice(r0);
+            }
+        }
+        samples_rgb_tiles = out;
+    } else {
+        let eps = eps_tiles(model, &x, tiles, batch, diff.schedule.model_t(i_now))?;
+        let x0 = match opts.recon {
+            Recon::OneStep => diff.predict_x0(&x, &eps, i_now),
+            Recon::Ddim => {
+                let mut xs = diff.ddim_step(&x, &eps, i_now);
+                for i in (0..i_now).rev() {
+                    let e = eps_tiles(model, &xs, tiles, batch, diff.schedule.model_t(i))?;
+                    xs = diff.ddim_step(&xs, &e, i);
+                }
+                xs
+            }
+        };
+        let mut out = to_u8(&x0);
+        if grey {
+            let t2 = TILE * TILE;
+            for tile in out.chunks_exact_mut(grid.tile_dims()) {
+                // grey shown as the mean of the three predicted planes
+                for j in 0..t2 {
+                    let v = ((tile[j] as u32 + tile[t2 + j] as u32 + tile[2 * t2 + j] as u32 + 1) / 3) as u8;
+                    tile[j] = v;
+                    tile[t2 + j] = v;
+                    tile[2 * t2 + j] = v;
+                }
+            }
+        }
+        samples_rgb_tiles = out;
+    }
+    progress(work, work);
+    let rgb = grid.from_tiles(&samples_rgb_tiles);
+    let img = RasterImage::from_rgb(h.width, h.height, h.channels.count() as u8, &rgb)?;
+    if lossless_done && crc32fast::hash(img.samples()) != h.pixel_crc32 {
+        return Err(Error::Checksum(
+            "decoded image differs from the encoded one (model, platform or data mismatch)".into(),
+        ));
+    }
+    let report = DecodeReport {
+        packets_total: total,
+        packets_decoded: avail,
+        t: if lossless_done { 0 } else { diff.schedule.model_t(i_now) },
+        lossless: lossless_done,
+        bytes_used: cut,
+        decode_seconds: start.elapsed().as_secs_f64(),
+    };
+    Ok((img, report))
+}
+
+impl Denoiser for Model {
+    fn eps(&self, x: &[f32], n: usize, t: usize) -> Result<Vec<f32>> {
+        Model::eps(self, x, n, t)
+    }
+    fn image_shape(&self) -> (usize, usize, usize) {
+        let c = self.config();
+        (c.in_channels, c.resolution, c.resolution)
+    }
+}
+
+/// Human-readable description of a stream: header, per-packet sizes, cumulative bits/dim.
+pub fn info(bytes: &[u8]) -> Result<String> {
+    use std::fmt::Write;
+    let s = parse(bytes)?;
+    let h = &s.header;
+    let grey = h.colour_mode == ColourMode::GreyReplicated;
+    let dims = h.pixel_count() as f64 * if grey { 1.0 } else { 3.0 };
+    let overhead = bytes.len() - 4 * s.words.len();
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", h.summary());
+    let _ = writeln!(
+        out,
+        "file: {} bytes ({} header+table), {}{} packets available of {}",
+        bytes.len(),
+        overhead,
+        if s.truncated { "TRUNCATED, " } else { "" },
+        s.packets_available(),
+        h.num_packets()
+    );
+    let _ = writeln!(out, "{:>6} {:>6} {:>6} {:>10} {:>12} {:>10}", "packet", "t_from", "t_to", "bytes", "cum_bytes", "cum_bpd");
+    let k = h.taus.len();
+    let mut prev = 0u32;
+    for (m, &cw) in s.words_needed.iter().enumerate() {
+        let (tf, tt) = if m + 1 < k { (h.taus[k - 1 - m], h.taus[k - 2 - m]) } else { (h.taus[0], 0) };
+        let cum = overhead + 4 * cw as usize;
+        let _ = writeln!(
+            out,
+            "{:>6} {:>6} {:>6} {:>10} {:>12} {:>10.4}{}",
+            m,
+            tf,
+            tt,
+            4 * (cw - prev),
+            cum,
+            cum as f64 * 8.0 / dims,
+            if (cw as usize) > s.words.len() { "  (missing)" } else { "" }
+        );
+        prev = cw;
+    }
+    Ok(out)
+}

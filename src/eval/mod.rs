@@ -1,1 +1,3 @@
-//! TODO
+//! Reports: bits/dim of a data set under the model.
+
+pub mod nll;

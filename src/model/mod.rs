@@ -3,6 +3,7 @@
 //! Loading happens in one place, [`Model::from_bytes`]; the embedded default model is
 //! [`Model::embedded`].
 
+pub mod fast;
 pub mod unet;
 
 use candle_core::{DType, Device, Tensor};

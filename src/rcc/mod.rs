@@ -1,1 +1,211 @@
-//! TODO
+//! Reverse channel coding: transmit a sample of q = N(μ_q, σ_q² I) using the shared proposal
+//! p = N(μ_p, σ_p² I) (DESIGN.md §4), by the Poisson functional representation on chunks
+//! ([`pfr`]).
+//!
+//! Per coded step (both sides derive everything but `q` and the indices):
+//! 1. `KL_bits` = Σ_d KL(N(μ_q,d, σ_q²) ‖ N(μ_p,d, σ_p²)) / ln 2 (encoder only).
+//! 2. side information `q = round(4·log2(1 + KL_bits))` ∈ 0..=255, coded as a delta to the
+//!    previous step's `q`; both sides use `KLhat = 2^(q/4) − 1`.
+//! 3. chunk count `n = 0` if `KLhat < skip_below_bits` (skipped step: x = μ_p + σ_p z with z
+//!    from the shared generator keyed `(seed, step, SKIP)`, a free sample of p, not q), else
+//!    `n = min(D, max(1, ceil(KLhat / chunk_bits)))`.
+//! 4. a seeded permutation of 0..D split into `n` contiguous near-equal slices.
+//! 5. per chunk `2^L` candidates, `L = clamp(ceil(KLhat/n) + margin_bits, min, max)`; the
+//!    encoder selects `j* = argmin_j (ln T_j − ln w_j)` with private Poisson arrival times
+//!    `T_j`, and codes `j*` with a truncated Zipf model ([`crate::entropy::IndexModelKey`]).
+
+pub mod pfr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::entropy::{kl_hat_bits, IndexModelKey, MAX_LOG2_CANDIDATES};
+use crate::error::{Error, Result};
+
+pub use pfr::{decode_step, encode_step};
+
+/// Parameters of the chunked PFR coder (must be identical on both sides).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RccParams {
+    /// Target KL per chunk in bits (B).
+    pub chunk_bits: f64,
+    /// Extra log2 candidates beyond the chunk's estimated KL.
+    pub margin_bits: u32,
+    /// Lower clamp of log2 candidates per chunk.
+    pub min_log2_candidates: u32,
+    /// Upper clamp of log2 candidates per chunk (at most 20).
+    pub max_log2_candidates: u32,
+    /// Steps whose estimated KL is below this many bits are skipped (sample of p, free).
+    pub skip_below_bits: f64,
+}
+
+impl Default for RccParams {
+    fn default() -> Self {
+        RccParams {
+            chunk_bits: 8.0,
+            margin_bits: 6,
+            min_log2_candidates: 4,
+            max_log2_candidates: 16,
+            skip_below_bits: 0.25,
+        }
+    }
+}
+
+impl RccParams {
+    /// Checks ranges; [`Error::Parameter`] otherwise.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Parameter(m));
+        if !(self.chunk_bits.is_finite() && self.chunk_bits >= 0.25 && self.chunk_bits <= 64.0) {
+            return bad(format!("chunk_bits {} not in [0.25, 64]", self.chunk_bits));
+        }
+        if self.min_log2_candidates == 0
+            || self.min_log2_candidates > self.max_log2_candidates
+            || self.max_log2_candidates > MAX_LOG2_CANDIDATES
+        {
+            return bad(format!(
+                "log2 candidates range {}..={} invalid (1..={MAX_LOG2_CANDIDATES})",
+                self.min_log2_candidates, self.max_log2_candidates
+            ));
+        }
+        if self.margin_bits > 32 {
+            return bad(format!("margin_bits {} > 32", self.margin_bits));
+        }
+        if !(self.skip_below_bits.is_finite() && self.skip_below_bits >= 0.0) {
+            return bad(format!("skip_below_bits {} invalid", self.skip_below_bits));
+        }
+        Ok(())
+    }
+}
+
+/// Identifies a coded step for the shared generator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StepKey {
+    /// Stream seed shared by both sides.
+    pub seed: u64,
+    /// Step number (any unique number per step of the chain).
+    pub step: u32,
+}
+
+/// What the encoder measured for one step.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepStats {
+    /// Exact KL(q ‖ p) in bits.
+    pub kl_bits: f64,
+    /// Quantised side information `q`.
+    pub q: u32,
+    /// `2^(q/4) − 1`, the KL both sides plan with.
+    pub kl_hat_bits: f64,
+    /// Number of chunks (0 when skipped).
+    pub chunks: u32,
+    /// The step was skipped (x is a sample of p, not of q).
+    pub skipped: bool,
+    /// Chunks whose exact KL exceeded `L − 2` bits.
+    pub over_budget_chunks: u32,
+    /// Largest exact chunk KL in bits.
+    pub max_chunk_kl_bits: f64,
+    /// log2 candidates per chunk (same for all chunks of a step).
+    pub log2_candidates: u32,
+    /// Σ −log2 P(j*) under the float Zipf models.
+    pub index_bits_ideal: f64,
+    /// −log2 P(q delta) under the float step-info model.
+    pub step_info_bits_ideal: f64,
+    /// Candidates scored in all (Σ 2^L over chunks).
+    pub candidates: u64,
+}
+
+/// The chunk plan of a step, derived identically on both sides from `q`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ChunkPlan {
+    /// Number of chunks (0: skipped step).
+    pub chunks: usize,
+    /// Estimated KL per chunk in bits.
+    pub kl_chunk_hat_bits: f64,
+    /// log2 candidates per chunk.
+    pub log2_candidates: u32,
+    /// Index model of every chunk (None when skipped).
+    pub index_key: Option<IndexModelKey>,
+}
+
+/// Derives the chunk plan from the side information `q` for `dims` dimensions.
+pub fn plan_chunks(q: u32, params: &RccParams, dims: usize) -> Result<ChunkPlan> {
+    params.validate()?;
+    let kl_hat = kl_hat_bits(q);
+    if kl_hat < params.skip_below_bits || dims == 0 {
+        return Ok(ChunkPlan { chunks: 0, kl_chunk_hat_bits: 0.0, log2_candidates: 0, index_key: None });
+    }
+    let n = (kl_hat / params.chunk_bits).ceil().max(1.0);
+    let n = if n >= dims as f64 { dims } else { n as usize };
+    let kl_chunk = kl_hat / n as f64;
+    let l = (kl_chunk.ceil() as u64 + params.margin_bits as u64)
+        .clamp(params.min_log2_candidates as u64, params.max_log2_candidates as u64)
+        as u32;
+    let key = IndexModelKey::new(l, kl_chunk.min(4096.0))?;
+    Ok(ChunkPlan { chunks: n, kl_chunk_hat_bits: kl_chunk, log2_candidates: l, index_key: Some(key) })
+}
+
+/// KL(N(μ_q, σ_q²) ‖ N(μ_p, σ_p²)) of one dimension, in nats.
+#[inline]
+pub fn dim_kl_nats(mu_p: f32, sigma_p: f32, mu_q: f32, sigma_q: f32) -> f64 {
+    let (sp, sq) = (sigma_p as f64, sigma_q as f64);
+    let d = mu_q as f64 - mu_p as f64;
+    (sp / sq).ln() + (sq * sq + d * d) / (2.0 * sp * sp) - 0.5
+}
+
+/// Exact step KL in bits (f64 accumulation).
+pub fn step_kl_bits(mu_p: &[f32], sigma_p: f32, mu_q: &[f32], sigma_q: f32) -> f64 {
+    let (sp, sq) = (sigma_p as f64, sigma_q as f64);
+    let c = (sp / sq).ln() + sq * sq / (2.0 * sp * sp) - 0.5;
+    let inv = 1.0 / (2.0 * sp * sp);
+    let s: f64 = mu_p
+        .iter()
+        .zip(mu_q)
+        .map(|(&p, &q)| {
+            let d = q as f64 - p as f64;
+            d * d
+        })
+        .sum();
+    (c * mu_p.len() as f64 + s * inv) / std::f64::consts::LN_2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_matches_spec() {
+        let p = RccParams::default();
+        // q = 0 -> KLhat 0 -> skipped
+        assert_eq!(plan_chunks(0, &p, 100).unwrap().chunks, 0);
+        // q = 1 -> KLhat 0.189 < 0.25 -> skipped; q = 2 -> 0.414 -> one chunk
+        assert_eq!(plan_chunks(1, &p, 100).unwrap().chunks, 0);
+        let pl = plan_chunks(2, &p, 100).unwrap();
+        assert_eq!((pl.chunks, pl.log2_candidates), (1, 7));
+        // q = 28 -> KLhat 127 -> 16 chunks of 7.94 bits -> L = 8 + 6 = 14
+        let pl = plan_chunks(28, &p, 3072).unwrap();
+        assert_eq!((pl.chunks, pl.log2_candidates), (16, 14));
+        // more chunks than dims is capped
+        let pl = plan_chunks(255, &p, 10).unwrap();
+        assert_eq!(pl.chunks, 10);
+        assert_eq!(pl.log2_candidates, 16);
+        let bad = RccParams { max_log2_candidates: 21, ..p.clone() };
+        assert!(plan_chunks(5, &bad, 10).is_err());
+        let bad = RccParams { chunk_bits: f64::NAN, ..p };
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn kl_formula() {
+        let kl = step_kl_bits(&[0.0, 1.0], 1.0, &[1.0, 1.0], 1.0);
+        assert!((kl - 0.5 / std::f64::consts::LN_2).abs() < 1e-12);
+        let a = dim_kl_nats(0.1, 0.3, -0.2, 0.2) + dim_kl_nats(0.0, 0.3, 0.05, 0.2);
+        let b = step_kl_bits(&[0.1, 0.0], 0.3, &[-0.2, 0.05], 0.2) * std::f64::consts::LN_2;
+        assert!((a - b).abs() < 1e-12);
+    }
+
+    #[test]
+    fn params_serde_defaults() {
+        let p: RccParams = serde_json::from_str(r#"{"chunk_bits": 10.0}"#).unwrap();
+        assert_eq!(p.chunk_bits, 10.0);
+        assert_eq!(p.margin_bits, 6);
+    }
+}

@@ -1,0 +1,172 @@
+//! One function per subcommand: parse options, call the library, print, write files.
+
+use std::path::Path;
+
+use ddpm_codec::codec::{self, CodecParams, DecodeOptions, Recon};
+use ddpm_codec::model::Model;
+use ddpm_codec::rcc::RccParams;
+use ddpm_codec::schedule::Variance;
+use ddpm_codec::{image_io, Error, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::{ChainArgs, Cli, Command, RccArgs};
+
+fn bar(quiet: bool, msg: &str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(1);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} {elapsed_precise} eta {eta}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(msg.to_string());
+    pb
+}
+
+fn tick(pb: &ProgressBar) -> impl FnMut(usize, usize) + '_ {
+    move |done, total| {
+        pb.set_length(total as u64);
+        pb.set_position(done as u64);
+    }
+}
+
+fn params(chain: &ChainArgs, rcc: &RccArgs) -> Result<CodecParams> {
+    let variance: Variance = chain.variance.parse()?;
+    let mut p = CodecParams::new(chain.steps, &chain.spacing, variance)?;
+    p.rcc = RccParams {
+        chunk_bits: rcc.chunk_bits,
+        margin_bits: rcc.margin_bits,
+        skip_below_bits: rcc.skip_below_bits,
+        ..RccParams::default()
+    };
+    p.rcc.validate()?;
+    p.seed = rcc.seed;
+    Ok(p)
+}
+
+fn write_json(path: &Path, v: &impl serde::Serialize) -> Result<()> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| Error::Parameter(e.to_string()))?;
+    std::fs::write(path, s)?;
+    Ok(())
+}
+
+/// Runs the parsed command line.
+pub fn run_command(cli: Cli) -> Result<()> {
+    let quiet = cli.quiet;
+    match &cli.cmd {
+        Command::Encode { input, output, chain, rcc, lossy, batch_tiles, report } => {
+            let model = Model::load(cli.model.as_deref())?;
+            let img = image_io::read_image(input)?;
+            let mut p = params(chain, rcc)?;
+            p.lossless = !lossy;
+            p.batch_tiles = *batch_tiles;
+            let pb = bar(quiet, "encode");
+            let (bytes, rep) = codec::encode(&model, &img, &p, &mut tick(&pb), None)?;
+            pb.finish_and_clear();
+            let out = output.clone().unwrap_or_else(|| input.with_extension("ddpc"));
+            std::fs::write(&out, &bytes)?;
+            eprintln!(
+                "{}: {}x{}x{} → {} bytes ({:.3} bits/dim actual, {:.3} ideal, ratio {:.3}), {} steps, {:.1} s",
+                out.display(),
+                rep.width,
+                rep.height,
+                rep.channels,
+                rep.file_bytes,
+                rep.actual_bpd(),
+                rep.ideal_bpd(),
+                rep.actual_bpd() / rep.ideal_bpd(),
+                rep.steps,
+                rep.encode_seconds
+            );
+            if let Some(r) = report {
+                write_json(r, &rep)?;
+            }
+        }
+        Command::Decode { input, output, max_steps, max_bytes, recon } => {
+            let model = Model::load(cli.model.as_deref())?;
+            let bytes = std::fs::read(input)?;
+            let opts = DecodeOptions {
+                max_packets: *max_steps,
+                max_bytes: *max_bytes,
+                recon: recon.parse::<Recon>()?,
+                ..DecodeOptions::default()
+            };
+            let pb = bar(quiet, "decode");
+            let (img, rep) = codec::decode(&model, &bytes, &opts, &mut tick(&pb))?;
+            pb.finish_and_clear();
+            image_io::write_png(output, &img)?;
+            eprintln!(
+                "{}: {} of {} packets ({} bytes), {}, {:.1} s",
+                output.display(),
+                rep.packets_decoded,
+                rep.packets_total,
+                rep.bytes_used,
+                if rep.lossless { "lossless (checksum verified)".to_string() } else { format!("reconstructed from t = {}", rep.t) },
+                rep.decode_seconds
+            );
+        }
+        Command::Info { input } => {
+            let bytes = std::fs::read(input)?;
+            print!("{}", codec::info(&bytes)?);
+        }
+        Command::Nll { data, split, limit, steps, mode, variance, batch, seed, json } => {
+            let model = Model::load(cli.model.as_deref())?;
+            let pb = bar(quiet, "nll");
+            let images = load_images(data, split, *limit)?;
+            let schedule = ddpm_codec::schedule::Schedule::even(1000, *steps)?;
+            let rep = ddpm_codec::eval::nll::run_nll(
+                &model,
+                &images,
+                &schedule,
+                variance.parse()?,
+                mode.parse()?,
+                *batch,
+                *seed,
+                &mut tick(&pb),
+            )?;
+            pb.finish_and_clear();
+            print!("{}", rep.table());
+            if let Some(j) = json {
+                write_json(j, &rep)?;
+            }
+        }
+        Command::Sample { n, output, strip, steps, seed } => {
+            let model = Model::load(cli.model.as_deref())?;
+            let pb = bar(quiet, "sample");
+            use ddpm_codec::{data, diffusion::Diffusion, sample};
+            let diff = Diffusion::new(ddpm_codec::schedule::Schedule::even(1000, *steps)?, Variance::Small);
+            let x = sample::sample(&model, &diff, *n, *seed, &mut tick(&pb))?;
+            let cols = (*n as f64).sqrt().ceil() as usize;
+            sample::grid_png(&data::model_to_u8(&x), *n, 3, 32, 32, cols, output)?;
+            if let Some(sp) = strip {
+                let frames = 10.min(*steps);
+                let rows = 4;
+                let x = sample::progressive_strip(&model, &diff, rows, frames, *seed + 1, &mut tick(&pb))?;
+                sample::grid_png(&data::model_to_u8(&x), rows * frames, 3, 32, 32, frames, sp)?;
+                eprintln!("wrote {} ({rows} chains × {frames} frames, x̂_0 from t = 1000 down to t = 1)", sp.display());
+            }
+            pb.finish_and_clear();
+            eprintln!("wrote {}", output.display());
+        }
+    }
+    Ok(())
+}
+
+/// Loads a data set: a folder with CIFAR-10 binary batches, or a folder of 32×32 images.
+pub fn load_images(dir: &Path, split: &str, limit: Option<usize>) -> Result<Vec<u8>> {
+    use ddpm_codec::data;
+    let split = match split {
+        "test" => data::Split::Test,
+        "train" => data::Split::Train,
+        s => return Err(Error::Parameter(format!("unknown split {s:?} (test or train)"))),
+    };
+    let bin = dir.join(if split == data::Split::Test { "test_batch.bin" } else { "data_batch_1.bin" });
+    let (images, _n) = if bin.exists() {
+        data::load_cifar10(dir, split, limit)?
+    } else {
+        data::load_png_folder(dir, limit)?
+    };
+    Ok(images)
+}

@@ -1,0 +1,158 @@
+//! Command-line interface: subcommands map one-to-one onto library calls.
+
+mod commands;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use ddpm_codec::Error;
+
+pub use commands::run_command;
+
+/// Progressive, lossless-capable image codec with a DDPM prior.
+#[derive(Parser, Debug)]
+#[command(name = "ddpm-codec", version, about)]
+pub struct Cli {
+    /// Model directory (model.safetensors + config.json); default: the embedded model.
+    #[arg(long, global = true)]
+    pub model: Option<PathBuf>,
+    /// Worker threads (default: all cores).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    /// No progress bars.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub cmd: Command,
+}
+
+/// Chain options shared by encode, rd and nll.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ChainArgs {
+    /// Number of chain steps K (respaced from T = 1000).
+    #[arg(long, default_value_t = ddpm_codec::codec::DEFAULT_STEPS)]
+    pub steps: usize,
+    /// Step spacing: "dense" (τ_i = T·(i/K)², dense where the bits are) or "even".
+    #[arg(long, default_value = "dense")]
+    pub spacing: String,
+    /// Reverse variance: small (β̃) or large (β).
+    #[arg(long, default_value = "small")]
+    pub variance: String,
+}
+
+/// Channel-simulation options.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RccArgs {
+    /// Target bits per PFR chunk (B).
+    #[arg(long, default_value_t = ddpm_codec::rcc::RccParams::default().chunk_bits)]
+    pub chunk_bits: f64,
+    /// Extra candidate bits beyond a chunk's KL (2^(KL+margin) candidates).
+    #[arg(long, default_value_t = ddpm_codec::rcc::RccParams::default().margin_bits)]
+    pub margin_bits: u32,
+    /// Steps whose KL is below this many bits are sampled from p_θ for free.
+    #[arg(long, default_value_t = ddpm_codec::rcc::RccParams::default().skip_below_bits)]
+    pub skip_below_bits: f64,
+    /// Shared seed of the stream.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Encode an image (PNG/JPEG) into a progressive .ddpc stream.
+    Encode {
+        input: PathBuf,
+        /// Output file (default: INPUT with extension .ddpc).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        chain: ChainArgs,
+        #[command(flatten)]
+        rcc: RccArgs,
+        /// Omit the lossless final step (the stream ends at x_{τ_1}).
+        #[arg(long)]
+        lossy: bool,
+        /// Tiles per network call (fixed in the stream).
+        #[arg(long, default_value_t = 64)]
+        batch_tiles: usize,
+        /// Write the per-step report (ideal vs actual bits) as JSON.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Decode a .ddpc stream (or a prefix of it) to PNG.
+    Decode {
+        input: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Decode at most this many packets (coded steps).
+        #[arg(long)]
+        max_steps: Option<usize>,
+        /// Use only the first B bytes of the file (the longest packet prefix that fits).
+        #[arg(long)]
+        max_bytes: Option<usize>,
+        /// Reconstruction after a prefix: "onestep" (the paper's x̂_0) or "ddim".
+        #[arg(long, default_value = "onestep")]
+        recon: String,
+    },
+    /// Print a stream's header, per-packet sizes and cumulative bits/dim.
+    Info { input: PathBuf },
+    /// Bits/dim of a data set under the model (the paper's variational bound).
+    Nll {
+        /// A folder with CIFAR-10 binary batches, or a folder of 32×32 PNGs.
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = "test")]
+        split: String,
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long, default_value_t = 1000)]
+        steps: usize,
+        /// "exact" (every step) or "random-t" (unbiased estimate with a 95% CI).
+        #[arg(long, default_value = "exact")]
+        mode: String,
+        #[arg(long, default_value = "small")]
+        variance: String,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Draw samples from the model: a PNG grid, and optionally the progressive strip.
+    Sample {
+        #[arg(short, default_value_t = 16)]
+        n: usize,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Also write the paper's progressive-generation strip (x̂_0 along the chain).
+        #[arg(long)]
+        strip: Option<PathBuf>,
+        #[arg(long, default_value_t = 1000)]
+        steps: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+/// Parses arguments and runs the command.
+pub fn run() -> Result<(), Error> {
+    let cli = Cli::parse();
+    let threads = cli.threads.unwrap_or(0);
+    if threads > 0 {
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().ok();
+    run_command(cli)
+}
+
+/// Exit codes: 1 usage/parameters, 2 bad input data, 3 model/checksum mismatch, 4 I/O, 5 other.
+pub fn exit_code(e: &Error) -> i32 {
+    match e {
+        Error::Parameter(_) => 1,
+        Error::Format(_) | Error::LimitsExceeded(_) | Error::Image(_) => 2,
+        Error::ModelMismatch(_) | Error::Checksum(_) => 3,
+        Error::Io(_) => 4,
+        _ => 5,
+    }
+}

@@ -1,0 +1,355 @@
+//! Deterministic f32 GEMM for convolutions, 1×1 convolutions, linear layers and attention.
+//!
+//! `C[m, 0..n] = init[m] + bias + Σ_k A[m, k] · B[k, 0..n]`, where A's row `m` is a set of
+//! `taps.len()` runs of `kt` consecutive floats at `a[arows.off(m) + taps[j] ..]` (a 3×3
+//! convolution over a zero-padded HWC input: 9 taps of `cin` channels), B is row-major
+//! `[taps.len() * kt, ldb]` and C's row `m` starts at `c[crows.off(m)]`. Each output is one FMA chain in increasing k (see the module
+//! docs of [`crate::kernels`]), so results do not depend on tiling, threads or back-end.
+
+use super::Backend;
+
+/// Where row `m` of A starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Rows {
+    /// Row `m` at `m * ld` (dense matrices, 1×1 convolutions).
+    Strided { ld: usize },
+    /// Output pixel `m = y * w_out + x` of a 3×3 convolution with `stride` over a padded
+    /// HWC input of width `wp` (`= w_in + 2`) and `cin` channels: its window's top-left.
+    Conv { w_out: usize, wp: usize, cin: usize, stride: usize },
+}
+
+impl Rows {
+    #[inline(always)]
+    fn off(&self, m: usize) -> usize {
+        match *self {
+            Rows::Strided { ld } => m * ld,
+            Rows::Conv { w_out, wp, cin, stride } => {
+                let (y, x) = (m / w_out, m % w_out);
+                (y * stride * wp + x * stride) * cin
+            }
+        }
+    }
+}
+
+/// The accumulator's starting value (before `bias` is added).
+pub enum Init<'a> {
+    /// Zero.
+    Zero,
+    /// C's previous contents (an in-place residual add).
+    C,
+    /// Another matrix with C's layout (`crows`): a residual add.
+    From(&'a [f32]),
+}
+
+/// Arguments shared by all tiles of one GEMM (raw pointers; ranges checked by [`gemm`]).
+#[derive(Clone, Copy)]
+struct Job {
+    a: *const f32,
+    rows: Rows,
+    taps: *const isize,
+    ntaps: usize,
+    kt: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    crows: Rows,
+    init: *const f32, // null: zero; else matrix with layout crows
+    bias: *const f32, // null: none
+    n: usize,
+}
+unsafe impl Send for Job {}
+unsafe impl Sync for Job {}
+
+/// Computes the GEMM described in the module docs for rows `0..m`, columns `0..n`.
+///
+/// `par`: split the rows between the threads of the current rayon pool (no effect on the
+/// results). Panics if a slice is too short for the described access.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    be: Backend,
+    m: usize,
+    n: usize,
+    a: &[f32],
+    arows: Rows,
+    taps: &[isize],
+    kt: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    crows: Rows,
+    init: Init,
+    bias: Option<&[f32]>,
+    par: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let k = taps.len() * kt;
+    assert!(n <= ldb, "gemm: n {n} > ldb {ldb}");
+    // distinct C rows (threads write disjoint rows)
+    match crows {
+        Rows::Strided { ld } => assert!(n <= ld || m == 1, "gemm: n {n} > ldc {ld}"),
+        Rows::Conv { w_out, wp, cin, stride } => assert!(n <= cin && stride >= 1 && w_out * stride <= wp, "gemm: C rows overlap"),
+    }
+    if k > 0 {
+        let tmax = *taps.iter().max().unwrap();
+        assert!(taps.iter().all(|&t| t >= 0));
+        assert!(arows.off(m - 1) + tmax as usize + kt <= a.len(), "gemm: A too short");
+        assert!((k - 1) * ldb + n <= b.len(), "gemm: B too short");
+    }
+    assert!(crows.off(m - 1) + n <= c.len(), "gemm: C too short");
+    let initp = match init {
+        Init::Zero => std::ptr::null(),
+        Init::C => c.as_ptr(),
+        Init::From(r) => {
+            assert!(crows.off(m - 1) + n <= r.len(), "gemm: init too short");
+            r.as_ptr()
+        }
+    };
+    if let Some(bs) = bias {
+        assert!(bs.len() >= n, "gemm: bias too short");
+    }
+    let job = Job {
+        a: a.as_ptr(),
+        rows: arows,
+        taps: taps.as_ptr(),
+        ntaps: taps.len(),
+        kt,
+        b: b.as_ptr(),
+        ldb,
+        c: c.as_mut_ptr(),
+        crows,
+        init: initp,
+        bias: bias.map_or(std::ptr::null(), |s| s.as_ptr()),
+        n,
+    };
+    let threads = if par { rayon::current_num_threads() } else { 1 };
+    // SAFETY: all accesses are inside the ranges checked above; disjoint row ranges.
+    unsafe {
+        if threads <= 1 || m < 32 {
+            run_rows(be, &job, 0, m);
+        } else {
+            // `threads` row ranges, multiples of 24 rows (whole tiles; any split gives the same bits)
+            let chunk = m.div_ceil(threads).div_ceil(24) * 24;
+            rayon::scope(|s| {
+                let mut m0 = 0;
+                while m0 < m {
+                    let m1 = (m0 + chunk).min(m);
+                    let j = job;
+                    s.spawn(move |_| run_rows(be, &j, m0, m1));
+                    m0 = m1;
+                }
+            });
+        }
+    }
+}
+
+unsafe fn run_rows(be: Backend, j: &Job, m0: usize, m1: usize) {
+    let mut n0 = 0;
+    while n0 < j.n {
+        let nb = (j.n - n0).min(64);
+        let nv = nb.div_ceil(16);
+        match be {
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx512 => match nv {
+                1 => avx512::block::<8, 1>(j, m0, m1, n0, nb),
+                2 => avx512::block::<8, 2>(j, m0, m1, n0, nb),
+                3 => avx512::block::<8, 3>(j, m0, m1, n0, nb),
+                _ => avx512::block::<6, 4>(j, m0, m1, n0, nb),
+            },
+            _ => scalar_block(j, m0, m1, n0, nb),
+        }
+        n0 += nb;
+    }
+}
+
+/// Portable kernel: the same FMA chains as the AVX-512 one, one output at a time.
+unsafe fn scalar_block(j: &Job, m0: usize, m1: usize, n0: usize, nb: usize) {
+    let taps = std::slice::from_raw_parts(j.taps, j.ntaps);
+    let mut acc = [0f32; 64];
+    for m in m0..m1 {
+        let arow = j.a.add(j.rows.off(m));
+        let crow = j.c.add(j.crows.off(m) + n0);
+        for (q, a) in acc[..nb].iter_mut().enumerate() {
+            let mut v = if j.init.is_null() { 0.0 } else { *j.init.add(j.crows.off(m) + n0 + q) };
+            if !j.bias.is_null() {
+                v += *j.bias.add(n0 + q);
+            }
+            *a = v;
+        }
+        let mut bp = j.b.add(n0);
+        for &t in taps {
+            let ap = arow.offset(t);
+            for k in 0..j.kt {
+                let av = *ap.add(k);
+                for (q, a) in acc[..nb].iter_mut().enumerate() {
+                    *a = av.mul_add(*bp.add(q), *a);
+                }
+                bp = bp.add(j.ldb);
+            }
+        }
+        std::ptr::copy_nonoverlapping(acc.as_ptr(), crow, nb);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::Job;
+    use std::arch::x86_64::*;
+
+    /// Bytes of B kept in L1 per k-block.
+    const L1_B: usize = 24 * 1024;
+
+    /// Rows `m0..m1`, columns `n0..n0+nb` (nb ≤ 16·NV) in tiles of MR rows; a short last
+    /// tile repeats its last row (computed again, stored once: same arithmetic per output).
+    /// The reduction runs in k-blocks whose B panel stays in L1; between blocks the partial
+    /// sums go through C unchanged (f32), so each output is still one FMA chain in k order.
+    #[target_feature(enable = "avx512f,fma")]
+    pub(super) unsafe fn block<const MR: usize, const NV: usize>(j: &Job, m0: usize, m1: usize, n0: usize, nb: usize) {
+        let mut masks = [0xffffu16; NV];
+        for (v, mk) in masks.iter_mut().enumerate() {
+            let rem = nb.saturating_sub(16 * v).min(16);
+            *mk = if rem >= 16 { 0xffff } else { ((1u32 << rem) - 1) as u16 };
+        }
+        let ktot = j.ntaps * j.kt;
+        let kb = (L1_B / (64 * NV)).max(16);
+        // balanced blocks: ceil(ktot / kb) blocks of near-equal size
+        let nblk = ktot.div_ceil(kb).max(1);
+        let kb = ktot.div_ceil(nblk).max(1);
+        let mut k0 = 0;
+        loop {
+            let k1 = (k0 + kb).min(ktot);
+            let mut m = m0;
+            while m < m1 {
+                let rows = (m1 - m).min(MR);
+                tile::<MR, NV>(j, m, rows, n0, &masks, k0, k1);
+                m += rows;
+            }
+            k0 = k1;
+            if k0 >= ktot {
+                break;
+            }
+        }
+    }
+
+    /// One register tile over the reduction range `k0..k1` (flat index `tap * kt + k`).
+    #[inline(always)]
+    unsafe fn tile<const MR: usize, const NV: usize>(j: &Job, m: usize, rows: usize, n0: usize, masks: &[u16; NV], k0: usize, k1: usize) {
+        let mut ap = [std::ptr::null::<f32>(); MR];
+        let mut cp = [std::ptr::null_mut::<f32>(); MR];
+        for i in 0..MR {
+            let mi = m + i.min(rows - 1);
+            ap[i] = j.a.add(j.rows.off(mi));
+            cp[i] = j.c.add(j.crows.off(mi) + n0);
+        }
+        let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+        if k0 == 0 {
+            for v in 0..NV {
+                let bias = if j.bias.is_null() {
+                    _mm512_setzero_ps()
+                } else {
+                    _mm512_maskz_loadu_ps(masks[v], j.bias.add(n0 + 16 * v))
+                };
+                for i in 0..MR {
+                    let init = if j.init.is_null() {
+                        _mm512_setzero_ps()
+                    } else {
+                        let mi = m + i.min(rows - 1);
+                        _mm512_maskz_loadu_ps(masks[v], j.init.add(j.crows.off(mi) + n0 + 16 * v))
+                    };
+                    acc[i][v] = if j.bias.is_null() { init } else { _mm512_add_ps(init, bias) };
+                }
+            }
+        } else {
+            for i in 0..MR {
+                for v in 0..NV {
+                    acc[i][v] = _mm512_maskz_loadu_ps(masks[v], cp[i].add(16 * v));
+                }
+            }
+        }
+        let ldb = j.ldb;
+        let mut bp = j.b.add(n0 + k0 * ldb);
+        let mut k = k0;
+        while k < k1 {
+            let t = k / j.kt;
+            let kk = k % j.kt;
+            let steps = (j.kt - kk).min(k1 - k);
+            let off = *j.taps.add(t) + kk as isize;
+            let mut a = [std::ptr::null::<f32>(); MR];
+            for i in 0..MR {
+                a[i] = ap[i].offset(off);
+            }
+            for s in 0..steps {
+                let mut bv = [_mm512_setzero_ps(); NV];
+                for v in 0..NV {
+                    bv[v] = _mm512_maskz_loadu_ps(masks[v], bp.add(16 * v));
+                }
+                for i in 0..MR {
+                    let av = _mm512_set1_ps(*a[i].add(s));
+                    for v in 0..NV {
+                        acc[i][v] = _mm512_fmadd_ps(av, bv[v], acc[i][v]);
+                    }
+                }
+                bp = bp.add(ldb);
+            }
+            k += steps;
+        }
+        for i in 0..rows {
+            for v in 0..NV {
+                _mm512_mask_storeu_ps(cp[i].add(16 * v), masks[v], acc[i][v]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(m: usize, n: usize, a: &[f32], rows: Rows, taps: &[isize], kt: usize, b: &[f32], ldb: usize) -> Vec<f32> {
+        let mut c = vec![0f32; m * n];
+        for i in 0..m {
+            for q in 0..n {
+                let mut s = 0f64;
+                for (ti, &t) in taps.iter().enumerate() {
+                    for k in 0..kt {
+                        s += a[(rows.off(i) as isize + t) as usize + k] as f64 * b[(ti * kt + k) * ldb + q] as f64;
+                    }
+                }
+                c[i * n + q] = s as f32;
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn gemm_matches_naive_and_backends_agree() {
+        let mut s = 1u32;
+        let mut rnd = move || {
+            s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        for &(m, n, kt, ntaps) in &[(37, 5, 3, 2), (50, 64, 16, 1), (29, 100, 7, 3), (13, 33, 9, 1)] {
+            let taps: Vec<isize> = (0..ntaps).map(|t| (t * 5) as isize).collect();
+            let ld = kt + 10;
+            let a: Vec<f32> = (0..m * ld + 20).map(|_| rnd()).collect();
+            let ldb = n + 3;
+            let b: Vec<f32> = (0..ntaps * kt * ldb).map(|_| rnd()).collect();
+            let want = naive(m, n, &a, Rows::Strided { ld }, &taps, kt, &b, ldb);
+            let mut outs = vec![];
+            for be in [Backend::Scalar, Backend::detect()] {
+                for par in [false, true] {
+                    let mut c = vec![0f32; m * n];
+                    gemm(be, m, n, &a, Rows::Strided { ld }, &taps, kt, &b, ldb, &mut c, Rows::Strided { ld: n }, Init::Zero, None, par);
+                    outs.push(c);
+                }
+            }
+            for c in &outs {
+                assert_eq!(c, &outs[0]);
+            }
+            for (x, y) in outs[0].iter().zip(&want) {
+                assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+            }
+        }
+    }
+}
