@@ -821,8 +821,9 @@ mod tests {
 
     #[test]
     fn gaussian_kl_vs_integration() {
-        for &(m1, v1, m2, v2) in &[(0.3, 0.5, -0.2, 1.7), (0.0, 1.0, 0.0, 1.0), (1.0, 0.04, 0.8, 0.09)] {
-            let sd = (v1 as f64).sqrt().max(v2.sqrt());
+        let cases: [(f64, f64, f64, f64); 3] = [(0.3, 0.5, -0.2, 1.7), (0.0, 1.0, 0.0, 1.0), (1.0, 0.04, 0.8, 0.09)];
+        for &(m1, v1, m2, v2) in &cases {
+            let sd = v1.sqrt().max(v2.sqrt());
             let f = |x: f64| {
                 let p = npdf(x, m1, v1);
                 if p == 0.0 {

@@ -29,6 +29,32 @@ impl Rows {
             }
         }
     }
+
+    /// Offsets of rows `m, m+1, …` (`out.len()` of them; rows past `m + rows - 1` repeat
+    /// that row), with one division.
+    #[inline(always)]
+    fn offs(&self, m: usize, rows: usize, out: &mut [usize]) {
+        match *self {
+            Rows::Strided { ld } => {
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = (m + i.min(rows - 1)) * ld;
+                }
+            }
+            Rows::Conv { w_out, wp, cin, stride } => {
+                let (mut y, mut x) = (m / w_out, m % w_out);
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = (y * stride * wp + x * stride) * cin;
+                    if i + 1 < rows {
+                        x += 1;
+                        if x == w_out {
+                            x = 0;
+                            y += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The accumulator's starting value (before `bias` is added).
@@ -219,10 +245,25 @@ mod avx512 {
         let mut k0 = 0;
         loop {
             let k1 = (k0 + kb).min(ktot);
+            // the block's runs of consecutive k: (offset into an A row, length)
+            let mut segs = [(0isize, 0usize); MAX_SEGS];
+            let mut ns = 0;
+            let mut k = k0;
+            while k < k1 {
+                let (t, kk) = (k / j.kt, k % j.kt);
+                let steps = (j.kt - kk).min(k1 - k);
+                if ns == MAX_SEGS {
+                    break;
+                }
+                segs[ns] = (*j.taps.add(t) + kk as isize, steps);
+                ns += 1;
+                k += steps;
+            }
+            let k1 = k; // shortened if the block had too many runs
             let mut m = m0;
             while m < m1 {
                 let rows = (m1 - m).min(MR);
-                tile::<MR, NV>(j, m, rows, n0, &masks, k0, k1);
+                tile::<MR, NV>(j, m, rows, n0, &masks, k0, &segs[..ns]);
                 m += rows;
             }
             k0 = k1;
@@ -232,15 +273,18 @@ mod avx512 {
         }
     }
 
-    /// One register tile over the reduction range `k0..k1` (flat index `tap * kt + k`).
+    const MAX_SEGS: usize = 32;
+
+    /// One register tile over the reduction range starting at flat index `k0`, given as runs.
     #[inline(always)]
-    unsafe fn tile<const MR: usize, const NV: usize>(j: &Job, m: usize, rows: usize, n0: usize, masks: &[u16; NV], k0: usize, k1: usize) {
-        let mut ap = [std::ptr::null::<f32>(); MR];
+    unsafe fn tile<const MR: usize, const NV: usize>(j: &Job, m: usize, rows: usize, n0: usize, masks: &[u16; NV], k0: usize, segs: &[(isize, usize)]) {
+        let mut aoff = [0usize; MR];
+        let mut coff = [0usize; MR];
+        j.rows.offs(m, rows, &mut aoff);
+        j.crows.offs(m, rows, &mut coff);
         let mut cp = [std::ptr::null_mut::<f32>(); MR];
         for i in 0..MR {
-            let mi = m + i.min(rows - 1);
-            ap[i] = j.a.add(j.rows.off(mi));
-            cp[i] = j.c.add(j.crows.off(mi) + n0);
+            cp[i] = j.c.add(coff[i] + n0);
         }
         let mut acc = [[_mm512_setzero_ps(); NV]; MR];
         if k0 == 0 {
@@ -254,8 +298,7 @@ mod avx512 {
                     let init = if j.init.is_null() {
                         _mm512_setzero_ps()
                     } else {
-                        let mi = m + i.min(rows - 1);
-                        _mm512_maskz_loadu_ps(masks[v], j.init.add(j.crows.off(mi) + n0 + 16 * v))
+                        _mm512_maskz_loadu_ps(masks[v], j.init.add(coff[i] + n0 + 16 * v))
                     };
                     acc[i][v] = if j.bias.is_null() { init } else { _mm512_add_ps(init, bias) };
                 }
@@ -269,15 +312,10 @@ mod avx512 {
         }
         let ldb = j.ldb;
         let mut bp = j.b.add(n0 + k0 * ldb);
-        let mut k = k0;
-        while k < k1 {
-            let t = k / j.kt;
-            let kk = k % j.kt;
-            let steps = (j.kt - kk).min(k1 - k);
-            let off = *j.taps.add(t) + kk as isize;
+        for &(off, steps) in segs {
             let mut a = [std::ptr::null::<f32>(); MR];
             for i in 0..MR {
-                a[i] = ap[i].offset(off);
+                a[i] = j.a.add(aoff[i]).offset(off);
             }
             for s in 0..steps {
                 let mut bv = [_mm512_setzero_ps(); NV];
@@ -292,7 +330,6 @@ mod avx512 {
                 }
                 bp = bp.add(ldb);
             }
-            k += steps;
         }
         for i in 0..rows {
             for v in 0..NV {

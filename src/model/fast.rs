@@ -473,7 +473,7 @@ impl FastUNet {
         ops::zero_border(pad, r, r, c);
         for y in 0..r {
             let d = ((y + 1) * wp + 1) * c;
-            ops::affine_act(be, &x[y * r * c..], &mut pad[d..d + r * c], r, c, ws_scale, ws_shift, silu);
+            ops::affine_act(be, &x[y * r * c..], c, &mut pad[d..d + r * c], c, r, c, ws_scale, ws_shift, silu);
         }
     }
 
@@ -549,7 +549,7 @@ impl FastUNet {
         let be = self.be;
         let c = at.c;
         ops::group_norm_affine(be, x, npix, c, self.cfg.num_groups, GN_EPS, &at.norm.gamma, &at.norm.beta, sc, sh, gtmp);
-        ops::affine_act(be, x, ws_t, npix, c, sc, sh, false);
+        ops::affine_act(be, x, c, ws_t, c, npix, c, sc, sh, false);
         gemm(be, npix, 3 * c, ws_t, Rows::Strided { ld: c }, &[0], c, &at.wqkv, 3 * c, qkv, Rows::Strided { ld: 3 * c }, Init::Zero, Some(&at.bqkv), par);
         ops::transpose(&qkv[c..], 3 * c, npix, c, kt, npix);
         gemm(be, npix, npix, qkv, Rows::Strided { ld: 3 * c }, &[0], c, kt, npix, s, Rows::Strided { ld: npix }, Init::Zero, None, par);

@@ -1,0 +1,136 @@
+//! End-to-end codec tests on the tiny fixture model (random weights: rates are meaningless,
+//! correctness is not): lossless round trips, truncation, threads, hostile input.
+
+use std::path::Path;
+
+use ddpm_codec::codec::{self, CodecParams, DecodeOptions};
+use ddpm_codec::image_io::RasterImage;
+use ddpm_codec::model::Model;
+use ddpm_codec::rcc::RccParams;
+use ddpm_codec::schedule::Variance;
+use ddpm_codec::Error;
+
+fn tiny() -> Model {
+    Model::from_dir(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny"))).unwrap()
+}
+
+fn params(steps: usize) -> CodecParams {
+    let mut p = CodecParams::new(steps, "dense", Variance::Small).unwrap();
+    p.rcc = RccParams { chunk_bits: 4.0, margin_bits: 2, ..RccParams::default() };
+    p.batch_tiles = 2;
+    p.seed = 7;
+    p
+}
+
+/// A smooth test image with some texture.
+fn image(w: u32, h: u32, c: u8) -> RasterImage {
+    let mut data = Vec::new();
+    for y in 0..h {
+        for x in 0..w {
+            for k in 0..c {
+                let v = if c == 4 && k == 3 { 255 } else { (x * 5 + y * 3 + k as u32 * 40 + (x * y) % 7) % 256 };
+                data.push(v as u8);
+            }
+        }
+    }
+    RasterImage::new(w, h, c, data).unwrap()
+}
+
+fn no_progress() -> impl FnMut(usize, usize) {
+    |_, _| {}
+}
+
+#[test]
+fn lossless_round_trip_odd_size_rgb_grey_rgba() {
+    let m = tiny();
+    for (w, h, c) in [(40u32, 20u32, 3u8), (33, 9, 1), (7, 35, 4)] {
+        let img = image(w, h, c);
+        let (bytes, rep) = codec::encode(&m, &img, &params(4), &mut no_progress(), None).unwrap();
+        assert_eq!(rep.file_bytes, bytes.len());
+        let (out, drep) = codec::decode(&m, &bytes, &DecodeOptions::default(), &mut no_progress()).unwrap();
+        assert!(drep.lossless);
+        assert_eq!(out, img, "{w}x{h}x{c}");
+    }
+}
+
+#[test]
+fn every_truncation_decodes_a_prefix_or_errors_cleanly() {
+    let m = tiny();
+    let img = image(32, 32, 3);
+    let (bytes, rep) = codec::encode(&m, &img, &params(3), &mut no_progress(), None).unwrap();
+    let total = rep.packets.len();
+    let mut last = 0;
+    for cut in (0..=bytes.len()).step_by(97).chain([bytes.len() - 1, bytes.len()]) {
+        match codec::decode(&m, &bytes[..cut], &DecodeOptions::default(), &mut no_progress()) {
+            Ok((out, d)) => {
+                assert!(d.packets_decoded <= total);
+                assert!(d.packets_decoded >= last || cut == bytes.len() - 1, "prefix shrank");
+                last = d.packets_decoded;
+                assert_eq!((out.width, out.height), (32, 32));
+                // every packet whose words fit must be decoded
+                let fit = (0..total).take_while(|&k| rep.prefix_bytes(k + 1) <= cut).count();
+                assert_eq!(d.packets_decoded, fit, "cut {cut}");
+                assert_eq!(d.lossless, cut == bytes.len());
+            }
+            Err(e) => assert!(matches!(e, Error::Format(_)), "cut {cut}: {e}"),
+        }
+    }
+    // max_bytes is the same as a file cut short
+    let cut = rep.prefix_bytes(1) + 3;
+    let a = codec::decode(&m, &bytes[..cut], &DecodeOptions::default(), &mut no_progress()).unwrap();
+    let opts = DecodeOptions { max_bytes: Some(cut), ..Default::default() };
+    let b = codec::decode(&m, &bytes, &opts, &mut no_progress()).unwrap();
+    assert_eq!(a.0, b.0);
+    assert_eq!(a.1.packets_decoded, 1);
+}
+
+#[test]
+fn prefix_reconstruction_matches_encoder_view_and_max_steps() {
+    let m = tiny();
+    let img = image(32, 32, 3);
+    let mut seen: Vec<Vec<u8>> = Vec::new();
+    let mut obs = |_: usize, x0: &[f32]| {
+        seen.push(codec::to_u8(x0));
+        Ok(())
+    };
+    let (bytes, _) = codec::encode(&m, &img, &params(4), &mut no_progress(), Some(&mut obs)).unwrap();
+    for (k, want) in seen.iter().enumerate() {
+        let opts = DecodeOptions { max_packets: Some(k), ..Default::default() };
+        let (out, d) = codec::decode(&m, &bytes, &opts, &mut no_progress()).unwrap();
+        assert_eq!(d.packets_decoded, k);
+        let grid = ddpm_codec::tiling::TileGrid::new(32, 32, 32);
+        assert_eq!(out.data, grid.from_tiles(want), "prefix {k}");
+    }
+}
+
+#[test]
+fn encode_on_one_thread_decode_on_two() {
+    let m = tiny();
+    let img = image(64, 40, 3);
+    let p1 = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let p2 = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let (b1, _) = p1.install(|| codec::encode(&m, &img, &params(3), &mut no_progress(), None)).unwrap();
+    let (b2, _) = p2.install(|| codec::encode(&m, &img, &params(3), &mut no_progress(), None)).unwrap();
+    assert_eq!(b1, b2, "encoder output depends on thread count");
+    let (out, _) = p2.install(|| codec::decode(&m, &b1, &DecodeOptions::default(), &mut no_progress())).unwrap();
+    assert_eq!(out, img);
+}
+
+#[test]
+fn wrong_model_and_corruption_are_clear_errors() {
+    let m = tiny();
+    let img = image(32, 32, 3);
+    let (bytes, _) = codec::encode(&m, &img, &params(3), &mut no_progress(), None).unwrap();
+    let other = Model::embedded().unwrap();
+    let err = codec::decode(&other, &bytes, &DecodeOptions::default(), &mut no_progress()).unwrap_err();
+    assert!(matches!(err, Error::ModelMismatch(_)), "{err}");
+    // flip one bit in the body: the body checksum catches it
+    let mut bad = bytes.clone();
+    let n = bad.len();
+    bad[n - 5] ^= 0x10;
+    let err = codec::decode(&m, &bad, &DecodeOptions::default(), &mut no_progress()).unwrap_err();
+    assert!(matches!(err, Error::Checksum(_) | Error::Format(_)), "{err}");
+    // garbage
+    let err = codec::decode(&m, b"hello world, not a stream", &DecodeOptions::default(), &mut no_progress()).unwrap_err();
+    assert!(matches!(err, Error::Format(_)), "{err}");
+}
