@@ -90,6 +90,7 @@ def main():
     ap.add_argument("--rust-bin")
     ap.add_argument("--candle-secs", type=float, default=None, help="seconds per candle measurement")
     ap.add_argument("--md", help="write a markdown table here")
+    ap.add_argument("--desc", default="", help="where the weights come from (for the table)")
     a = ap.parse_args()
     if a.make_random:
         make_random(a.make_random, a.out)
@@ -124,7 +125,7 @@ def main():
                 print(json.dumps(line), flush=True)
     med = lambda v: statistics.median(v) if v else float("nan")  # noqa: E731
     lines = [
-        f"Model: `{a.model}` ({sum(p.numel() for p in m.parameters()) / 1e6:.2f}M params, config "
+        f"Model: {a.desc or a.model} ({sum(p.numel() for p in m.parameters()) / 1e6:.2f}M params, config "
         f"`{json.dumps(cfg.__dict__)}`), fp32, {a.rounds} rounds of ~{a.secs}s per cell, "
         f"Rust and PyTorch {torch.__version__} interleaved; median ms per 32x32 image.",
         "ratio = PyTorch ms / Rust fast ms (median of per-round ratios; > 1 means Rust is faster).",
