@@ -28,9 +28,10 @@ fn cpu_secs() -> f64 {
 }
 
 /// (wall ms, CPU ms, fastest call's wall ms) per image.
-fn time_it(secs: f64, batch: usize, mut f: impl FnMut()) -> (f64, f64, f64) {
-    f();
-    f();
+fn time_it(secs: f64, batch: usize, warm: usize, min_iters: usize, mut f: impl FnMut()) -> (f64, f64, f64) {
+    for _ in 0..warm {
+        f();
+    }
     let (t0, c0) = (Instant::now(), cpu_secs());
     let mut n = 0;
     let mut best = f64::INFINITY;
@@ -40,7 +41,7 @@ fn time_it(secs: f64, batch: usize, mut f: impl FnMut()) -> (f64, f64, f64) {
         best = best.min(t1.elapsed().as_secs_f64());
         n += 1;
         let el = t0.elapsed().as_secs_f64();
-        if el >= secs && n >= 2 {
+        if el >= secs && n >= min_iters {
             let imgs = (n * batch) as f64;
             return (1e3 * el / imgs, 1e3 * (cpu_secs() - c0) / imgs, 1e3 * best / batch as f64);
         }
@@ -77,7 +78,7 @@ fn main() {
         let (ms, cpu, best) = match be {
             "fast" => {
                 let net = FastUNet::from_tensors(&tensors, &cfg).expect("fast net");
-                time_it(secs, batch, || {
+                time_it(secs, batch, 2, 2, || {
                     std::hint::black_box(net.eps(&x, batch, 500).unwrap());
                 })
             }
@@ -86,7 +87,8 @@ fn main() {
                 let net = UNet::new(&cfg, vb).expect("candle net");
                 let xt = Tensor::from_slice(&x, (batch, cfg.in_channels, cfg.resolution, cfg.resolution), &Device::Cpu).unwrap();
                 let ts = vec![500f32; batch];
-                time_it(secs, batch, || {
+                // slow: one warm-up call, at least one timed call
+                time_it(secs, batch, 1, 1, || {
                     std::hint::black_box(net.forward(&xt, &ts).unwrap());
                 })
             }

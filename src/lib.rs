@@ -22,5 +22,6 @@ pub mod data;
 pub mod codec;
 pub mod eval;
 pub mod sample;
+pub mod figures;
 
 pub use error::{Error, Result};
