@@ -19,7 +19,7 @@ use crate::schedule::{Schedule, Variance};
 use crate::tiling::TileGrid;
 
 /// Default number of chain steps for `encode`.
-pub const DEFAULT_STEPS: usize = 100;
+pub const DEFAULT_STEPS: usize = 20;
 /// Tile edge of the shipped models.
 pub const TILE: usize = 32;
 /// Largest image the decoder will allocate for by default (pixels).

@@ -32,7 +32,9 @@ impl std::str::FromStr for Split {
         match s.trim().to_ascii_lowercase().as_str() {
             "train" => Ok(Split::Train),
             "test" => Ok(Split::Test),
-            _ => Err(Error::Parameter(format!("unknown split {s:?} (expected train or test)"))),
+            _ => Err(Error::Parameter(format!(
+                "unknown split {s:?} (expected train or test)"
+            ))),
         }
     }
 }
@@ -65,13 +67,18 @@ pub fn model_to_u8(values: &[f32]) -> Vec<u8> {
 }
 
 fn io_ctx(path: &Path, e: std::io::Error) -> Error {
-    Error::Io(std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+    Error::Io(std::io::Error::new(
+        e.kind(),
+        format!("{}: {e}", path.display()),
+    ))
 }
 
 fn check_limit(limit: Option<usize>) -> Result<usize> {
     let l = limit.unwrap_or(MAX_IMAGES);
     if l > MAX_IMAGES {
-        return Err(Error::LimitsExceeded(format!("limit {l} exceeds {MAX_IMAGES} images")));
+        return Err(Error::LimitsExceeded(format!(
+            "limit {l} exceeds {MAX_IMAGES} images"
+        )));
     }
     Ok(l)
 }
@@ -83,7 +90,9 @@ fn check_limit(limit: Option<usize>) -> Result<usize> {
 pub fn load_cifar10(dir: &Path, split: Split, limit: Option<usize>) -> Result<(Vec<u8>, usize)> {
     let limit = check_limit(limit)?;
     let files: Vec<PathBuf> = match split {
-        Split::Train => (1..=5).map(|k| dir.join(format!("data_batch_{k}.bin"))).collect(),
+        Split::Train => (1..=5)
+            .map(|k| dir.join(format!("data_batch_{k}.bin")))
+            .collect(),
         Split::Test => vec![dir.join("test_batch.bin")],
     };
     // Sizes first.
@@ -240,20 +249,36 @@ mod tests {
         let (imgs, n) = load_cifar10(&d, Split::Test, None).unwrap();
         assert_eq!(n, 3);
         assert_eq!(imgs.len(), 3 * CIFAR_IMAGE_BYTES);
-        assert_eq!(&imgs[CIFAR_IMAGE_BYTES..2 * CIFAR_IMAGE_BYTES], &record(1, 1)[1..]);
+        assert_eq!(
+            &imgs[CIFAR_IMAGE_BYTES..2 * CIFAR_IMAGE_BYTES],
+            &record(1, 1)[1..]
+        );
         let (imgs, n) = load_cifar10(&d, Split::Test, Some(2)).unwrap();
         assert_eq!((n, imgs.len()), (2, 2 * CIFAR_IMAGE_BYTES));
         // train split: missing files → Io error
-        assert!(matches!(load_cifar10(&d, Split::Train, None), Err(Error::Io(_))));
+        assert!(matches!(
+            load_cifar10(&d, Split::Train, None),
+            Err(Error::Io(_))
+        ));
         // bad size, bad label
         std::fs::write(d.join("test_batch.bin"), vec![0u8; CIFAR_RECORD_BYTES + 5]).unwrap();
-        assert!(matches!(load_cifar10(&d, Split::Test, None), Err(Error::Parameter(_))));
+        assert!(matches!(
+            load_cifar10(&d, Split::Test, None),
+            Err(Error::Parameter(_))
+        ));
         std::fs::write(d.join("test_batch.bin"), record(11, 0)).unwrap();
-        assert!(matches!(load_cifar10(&d, Split::Test, None), Err(Error::Parameter(_))));
+        assert!(matches!(
+            load_cifar10(&d, Split::Test, None),
+            Err(Error::Parameter(_))
+        ));
         assert!(load_cifar10(&d, Split::Test, Some(MAX_IMAGES + 1)).is_err());
         // five train batches, limit across files
         for k in 1..=5u8 {
-            std::fs::write(d.join(format!("data_batch_{k}.bin")), [record(k, k), record(0, 0)].concat()).unwrap();
+            std::fs::write(
+                d.join(format!("data_batch_{k}.bin")),
+                [record(k, k), record(0, 0)].concat(),
+            )
+            .unwrap();
         }
         let (imgs, n) = load_cifar10(&d, Split::Train, Some(3)).unwrap();
         assert_eq!(n, 3);
@@ -285,12 +310,18 @@ mod tests {
         assert_eq!(n, 1);
         // wrong size → Parameter; garbage → Image
         image::RgbImage::new(16, 32).save(d.join("c.png")).unwrap();
-        assert!(matches!(load_png_folder(&d, None), Err(Error::Parameter(_))));
+        assert!(matches!(
+            load_png_folder(&d, None),
+            Err(Error::Parameter(_))
+        ));
         std::fs::remove_file(d.join("c.png")).unwrap();
         std::fs::write(d.join("d.png"), b"not a png at all").unwrap();
         assert!(load_png_folder(&d, None).is_err());
         let empty = tmpdir("empty");
-        assert!(matches!(load_png_folder(&empty, None), Err(Error::Parameter(_))));
+        assert!(matches!(
+            load_png_folder(&empty, None),
+            Err(Error::Parameter(_))
+        ));
         let _ = std::fs::remove_dir_all(&d);
         let _ = std::fs::remove_dir_all(&empty);
     }

@@ -14,6 +14,9 @@
 //!
 //! All arithmetic is done in f64, whatever the slice type ([`Real`]: f32 or f64).
 
+// The erf coefficients and the reference values in the tests are quoted with all their digits.
+#![allow(clippy::excessive_precision)]
+
 use crate::error::{Error, Result};
 use crate::schedule::{Schedule, Variance};
 
@@ -164,8 +167,7 @@ fn erfc_tail_g(ax: f64) -> f64 {
     } else {
         (
             RB0 + s * (RB1 + s * (RB2 + s * (RB3 + s * (RB4 + s * (RB5 + s * RB6))))),
-            1.0 + s
-                * (SB1 + s * (SB2 + s * (SB3 + s * (SB4 + s * (SB5 + s * (SB6 + s * SB7)))))),
+            1.0 + s * (SB1 + s * (SB2 + s * (SB3 + s * (SB4 + s * (SB5 + s * (SB6 + s * SB7)))))),
         )
     };
     r / big_s
@@ -224,7 +226,11 @@ pub fn erfc(x: f64) -> f64 {
     }
     if ax < 1.25 {
         let p = erf_mid(ax);
-        return if x > 0.0 { 1.0 - ERX - p } else { 1.0 + (ERX + p) };
+        return if x > 0.0 {
+            1.0 - ERX - p
+        } else {
+            1.0 + (ERX + p)
+        };
     }
     if ax < 28.0 {
         let r = erfc_tail(ax);
@@ -303,8 +309,16 @@ pub const BIN_HALF_WIDTH: f64 = 1.0 / 255.0;
 /// the bin away from the mean, so it is precise far in the tails, and never clamps: the result is
 /// finite for any finite mean and std > 0 (the PyTorch side clamps p at 1e-300, i.e. ≥ −690.8).
 pub fn discretized_gaussian_log_likelihood_nats(x: f64, mean: f64, std: f64) -> f64 {
-    let lower = if x < -0.999 { f64::NEG_INFINITY } else { x - BIN_HALF_WIDTH };
-    let upper = if x > 0.999 { f64::INFINITY } else { x + BIN_HALF_WIDTH };
+    let lower = if x < -0.999 {
+        f64::NEG_INFINITY
+    } else {
+        x - BIN_HALF_WIDTH
+    };
+    let upper = if x > 0.999 {
+        f64::INFINITY
+    } else {
+        x + BIN_HALF_WIDTH
+    };
     let a = (lower - mean) / std;
     let b = (upper - mean) / std;
     if mean > x {
@@ -347,7 +361,10 @@ pub struct NormalRng {
 impl NormalRng {
     /// A generator seeded with `seed`.
     pub fn new(seed: u64) -> Self {
-        NormalRng { state: seed, spare: None }
+        NormalRng {
+            state: seed,
+            spare: None,
+        }
     }
     /// A generator for the stream (seed, a, b), e.g. (noise seed, image, step).
     pub fn for_stream(seed: u64, a: u64, b: u64) -> Self {
@@ -428,7 +445,9 @@ pub(crate) fn check_eps(eps: &[f32], want: usize) -> Result<()> {
         )));
     }
     if let Some(k) = eps.iter().position(|v| !v.is_finite()) {
-        return Err(Error::Model(format!("denoiser returned a non-finite value at {k}")));
+        return Err(Error::Model(format!(
+            "denoiser returned a non-finite value at {k}"
+        )));
     }
     Ok(())
 }
@@ -553,7 +572,10 @@ impl Diffusion {
         let k = self.steps() - 1;
         let (a, b) = self.q_coeffs(k);
         let var = b * b;
-        let nats: f64 = x0.iter().map(|&x| gaussian_kl_nats(a * x.to_f64(), var, 0.0, 1.0)).sum();
+        let nats: f64 = x0
+            .iter()
+            .map(|&x| gaussian_kl_nats(a * x.to_f64(), var, 0.0, 1.0))
+            .sum();
         nats / (x0.len() as f64 * LN_2)
     }
 
@@ -593,7 +615,9 @@ impl Diffusion {
         let (c, h, w) = den.image_shape();
         let d = c * h * w;
         if d == 0 {
-            return Err(Error::Parameter("denoiser image shape has zero size".into()));
+            return Err(Error::Parameter(
+                "denoiser image shape has zero size".into(),
+            ));
         }
         if n == 0 || x0.len() != n * d {
             return Err(Error::Parameter(format!(
@@ -639,9 +663,9 @@ impl Diffusion {
             let x_t = self.draw_xt(x0, d, &all, i, noise_seed);
             let eps = den.eps(&x_t, n, self.schedule.model_t(i))?;
             check_eps(&eps, n * d)?;
-            for j in 0..n {
+            for (j, row) in steps.iter_mut().enumerate() {
                 let r = j * d..(j + 1) * d;
-                steps[j][i] = if i == 0 {
+                row[i] = if i == 0 {
                     self.l0_bpd(&x0[r.clone()], &x_t[r.clone()], &eps[r])
                 } else {
                     self.term_bpd(&x0[r.clone()], &x_t[r.clone()], &eps[r], i)
@@ -788,7 +812,11 @@ mod tests {
             (-3.0, 1.999977909503001414559),
         ];
         for (x, want) in cases {
-            assert!(rel(erfc(x), want) < 1e-13, "erfc({x}) = {} vs {want}", erfc(x));
+            assert!(
+                rel(erfc(x), want) < 1e-13,
+                "erfc({x}) = {} vs {want}",
+                erfc(x)
+            );
             assert!(rel(ln_erfc(x), want.ln()) < 1e-13);
         }
         assert!(rel(erf(0.1), 0.1124629160182848922032) < 1e-13);
@@ -821,7 +849,11 @@ mod tests {
 
     #[test]
     fn gaussian_kl_vs_integration() {
-        let cases: [(f64, f64, f64, f64); 3] = [(0.3, 0.5, -0.2, 1.7), (0.0, 1.0, 0.0, 1.0), (1.0, 0.04, 0.8, 0.09)];
+        let cases: [(f64, f64, f64, f64); 3] = [
+            (0.3, 0.5, -0.2, 1.7),
+            (0.0, 1.0, 0.0, 1.0),
+            (1.0, 0.04, 0.8, 0.09),
+        ];
         for &(m1, v1, m2, v2) in &cases {
             let sd = v1.sqrt().max(v2.sqrt());
             let f = |x: f64| {
@@ -833,23 +865,44 @@ mod tests {
                 }
             };
             let num = simpson(f, m1 - 12.0 * sd, m1 + 12.0 * sd, 20000);
-            assert!((gaussian_kl_nats(m1, v1, m2, v2) - num).abs() < 1e-9, "{num}");
+            assert!(
+                (gaussian_kl_nats(m1, v1, m2, v2) - num).abs() < 1e-9,
+                "{num}"
+            );
         }
     }
 
     #[test]
     fn discretized_bins_sum_to_one_and_match_integration() {
-        for &(mean, std) in &[(0.0, 0.01), (0.37, 0.2), (-0.99, 0.004), (1.3, 0.5), (0.5, 3.0)] {
+        for &(mean, std) in &[
+            (0.0, 0.01),
+            (0.37, 0.2),
+            (-0.99, 0.004),
+            (1.3, 0.5),
+            (0.5, 3.0),
+        ] {
             let mut total = 0.0;
             for k in 0..256 {
                 let x = 2.0 * k as f64 / 255.0 - 1.0;
                 let lp = discretized_gaussian_log_likelihood_nats(x, mean, std);
                 total += lp.exp();
                 // independent: integrate the density over the bin
-                let lo = if k == 0 { mean - 40.0 * std } else { x - 1.0 / 255.0 };
-                let hi = if k == 255 { mean + 40.0 * std } else { x + 1.0 / 255.0 };
+                let lo = if k == 0 {
+                    mean - 40.0 * std
+                } else {
+                    x - 1.0 / 255.0
+                };
+                let hi = if k == 255 {
+                    mean + 40.0 * std
+                } else {
+                    x + 1.0 / 255.0
+                };
                 let (lo, hi) = (lo.min(hi), hi);
-                let want = if hi > lo { simpson(|u| npdf(u, mean, std * std), lo, hi, 4000) } else { 0.0 };
+                let want = if hi > lo {
+                    simpson(|u| npdf(u, mean, std * std), lo, hi, 4000)
+                } else {
+                    0.0
+                };
                 if want > 1e-8 {
                     assert!(rel(lp.exp(), want) < 1e-6, "k={k} mean={mean} std={std}");
                 }
@@ -861,8 +914,46 @@ mod tests {
         assert!(lp.is_finite() && lp < -19000.0, "{lp}");
         let z: f64 = 200.0; // ln S(z) ≈ −z²/2 − ln(z√(2π))
         let want = -z * z / 2.0 - (z * (2.0 * PI).sqrt()).ln();
-        let lp = discretized_gaussian_log_likelihood_nats(1.0, 1.0 - 1.0 / 255.0 - z * 0.001, 0.001);
+        let lp =
+            discretized_gaussian_log_likelihood_nats(1.0, 1.0 - 1.0 / 255.0 - z * 0.001, 0.001);
         assert!((lp - want).abs() < 1e-3, "{lp} vs {want}");
+    }
+
+    #[test]
+    fn discretized_matches_mpmath_and_train_diffusion_py() {
+        // (x, mean, std) → ln P by mpmath (50 digits, same f64 inputs), and the float64 value of
+        // train/diffusion.py's discretized_gaussian_log_likelihood. PyTorch's lower-tail branch
+        // forms 1 + erf(z) and loses ~1e-6 relative deep in the tail; ours uses erfc there.
+        let cases = [
+            (-1.0, -0.98, 0.01, -2.919979942965968464, -2.919979942965971),
+            (1.0, 0.7, 0.05, -20.256752103090463685, -20.25675210309046),
+            (
+                2.0 * 128.0 / 255.0 - 1.0,
+                2.0 * 128.0 / 255.0 - 1.0,
+                0.0074,
+                -0.90671757220180529296,
+                -0.9067175722018054,
+            ),
+            (0.2, 0.9, 0.1, -27.952200771848983135, -27.95217903483635),
+            (
+                -0.5,
+                -0.52,
+                0.003,
+                -16.992007685343279939,
+                -16.992007685343303,
+            ),
+        ];
+        for (x, m, s, exact, torch) in cases {
+            let got = discretized_gaussian_log_likelihood_nats(x, m, s);
+            assert!(rel(got, exact) < 1e-12, "({x}, {m}, {s}): {got} vs {exact}");
+            assert!(
+                rel(got, torch) < 1e-6,
+                "({x}, {m}, {s}): {got} vs torch {torch}"
+            );
+        }
+        // where PyTorch clamps p at 1e-300 (−690.78) we keep the true value
+        let got = discretized_gaussian_log_likelihood_nats(2.0 * 37.0 / 255.0 - 1.0, 0.1, 0.02);
+        assert!(rel(got, -816.42371759448903421) < 1e-12, "{got}");
     }
 
     /// Bayes' rule on a grid: q(x_{t−1}|x_t, x_0) ∝ q(x_t|x_{t−1}) q(x_{t−1}|x_0).
@@ -884,7 +975,10 @@ mod tests {
             let m = simpson(|u| u * w(u), lo, hi, 200_000) / z;
             let v = simpson(|u| (u - m) * (u - m) * w(u), lo, hi, 200_000) / z;
             let mu = diff.posterior_mean(&[x0], &[xt], i)[0];
-            assert!((mu - m).abs() < 1e-8 * (1.0 + m.abs()), "i={i}: {mu} vs {m}");
+            assert!(
+                (mu - m).abs() < 1e-8 * (1.0 + m.abs()),
+                "i={i}: {mu} vs {m}"
+            );
             assert!(rel(diff.posterior_variance(i), v) < 1e-6, "i={i}");
             let (c0, ct) = diff.posterior_coeffs(i);
             assert!((c0 * x0 + ct * xt - mu).abs() < 1e-15);
@@ -915,7 +1009,11 @@ mod tests {
         let (a, b) = diff.q_coeffs(0);
         let se = (b * b / n as f64).sqrt();
         assert!((mean - a * x0).abs() < 4.0 * se, "{mean} vs {}", a * x0);
-        assert!((var - b * b).abs() < 4.0 * b * b * (2.0 / n as f64).sqrt(), "{var} vs {}", b * b);
+        assert!(
+            (var - b * b).abs() < 4.0 * b * b * (2.0 / n as f64).sqrt(),
+            "{var} vs {}",
+            b * b
+        );
         // and q_sample_to uses them
         let y = diff.q_sample_to(&[x0], 0, &[0.5])[0];
         assert!((y - (a * x0 + b * 0.5)).abs() < 1e-15);
@@ -943,7 +1041,10 @@ mod tests {
 
     #[test]
     fn predict_mean_ddim_and_sample_step() {
-        let diff = Diffusion::new(Schedule::respaced(1000, vec![10, 500, 1000]).unwrap(), Variance::Large);
+        let diff = Diffusion::new(
+            Schedule::respaced(1000, vec![10, 500, 1000]).unwrap(),
+            Variance::Large,
+        );
         let i = 1;
         let (a, b) = diff.q_coeffs(i);
         let x0 = [0.25f64, -0.7];
@@ -955,7 +1056,8 @@ mod tests {
         let m = diff.p_mean(&xt, &e, i);
         let s = &diff.schedule;
         for k in 0..2 {
-            let eps_form = (xt[k] - s.beta(i) / (1.0 - s.alpha_bar(i)).sqrt() * e[k]) / s.alpha(i).sqrt();
+            let eps_form =
+                (xt[k] - s.beta(i) / (1.0 - s.alpha_bar(i)).sqrt() * e[k]) / s.alpha(i).sqrt();
             assert!((m[k] - eps_form).abs() < 1e-12);
         }
         // clipping
@@ -968,6 +1070,13 @@ mod tests {
             assert!((d[k] - (abp.sqrt() * x0[k] + (1.0 - abp).sqrt() * e[k])).abs() < 1e-12);
         }
         assert!((diff.ddim_step(&xt, &e, 0)[0] - diff.predict_x0(&xt, &e, 0)[0]).abs() < 1e-15);
+        // with clipping, ε̂ is re-derived from the clipped x̂_0 (improved-diffusion): x_t is
+        // then exactly on the line through x̂_0 = 1 and ε̂
+        let (xc, ec) = (a * 1.5 + b * 0.2, 0.2f64);
+        let dc = diff.ddim_step(&[xc], &[ec], i)[0];
+        let e_hat = (xc - a) / b;
+        assert!((dc - (abp.sqrt() + (1.0 - abp).sqrt() * e_hat)).abs() < 1e-12);
+        assert!((dc - (abp.sqrt() * 1.0 + (1.0 - abp).sqrt() * ec)).abs() > 1e-3);
         let z = [0.5f64, -0.5];
         let st = diff.p_sample_step(&xt, &e, i, &z);
         let sd = s.beta(i).sqrt();
@@ -1006,7 +1115,8 @@ mod tests {
         // 3×4×4 on the pixel grid, including both edges (k = 0 and k = 255)
         (0..48usize)
             .map(|k| {
-                let level = [0, 255][k % 2] * usize::from(k < 2) + ((k * 37 + 11) % 256) * usize::from(k >= 2);
+                let level = [0, 255][k % 2] * usize::from(k < 2)
+                    + ((k * 37 + 11) % 256) * usize::from(k >= 2);
                 (2.0 * level as f64 / 255.0 - 1.0) as f32
             })
             .collect()
@@ -1015,12 +1125,19 @@ mod tests {
     #[test]
     fn nll_with_optimal_denoiser_has_zero_kl() {
         let x0 = tiny_image();
-        let oracle = Oracle { x0: x0.clone(), full: Schedule::linear(1000).unwrap(), shape: (3, 4, 4), scale: 1.0 };
+        let oracle = Oracle {
+            x0: x0.clone(),
+            full: Schedule::linear(1000).unwrap(),
+            shape: (3, 4, 4),
+            scale: 1.0,
+        };
         let diff = Diffusion::new(Schedule::dense_low(1000, 50, 2.0).unwrap(), Variance::Small);
         let n = 3;
         let batch: Vec<f32> = (0..n).flat_map(|_| x0.clone()).collect();
         let mut calls = 0;
-        let res = diff.nll_exact(&oracle, &batch, n, 42, &mut |_, _| calls += 1).unwrap();
+        let res = diff
+            .nll_exact(&oracle, &batch, n, 42, &mut |_, _| calls += 1)
+            .unwrap();
         assert_eq!(calls, 50);
         // independent L_0: the mean is x_0 itself, std √β̃_2, bins of half-width 1/255
         let sd = diff.schedule.beta_tilde(1).sqrt();
@@ -1029,7 +1146,11 @@ mod tests {
             .iter()
             .map(|&x| {
                 let x = x as f64;
-                let p = if x.abs() > 0.999 { 0.5 * (1.0 + erf(h / (sd * SQRT_2))) } else { erf(h / (sd * SQRT_2)) };
+                let p = if x.abs() > 0.999 {
+                    0.5 * (1.0 + erf(h / (sd * SQRT_2)))
+                } else {
+                    erf(h / (sd * SQRT_2))
+                };
                 -p.ln()
             })
             .sum();
@@ -1048,22 +1169,56 @@ mod tests {
             assert!((r.total_bpd - (r.l0_bpd + r.prior_bpd)).abs() < 1e-6);
             assert_eq!(r.steps_bpd.len(), 50);
         }
+        // σ² = β' ("large"): with exact means each KL is the variance mismatch alone,
+        // ½(ln(β'/β̃) − 1 + β̃/β') per dimension
+        let large = Diffusion::new(diff.schedule.clone(), Variance::Large);
+        let res_l = large
+            .nll_exact(&oracle, &batch[..48], 1, 42, &mut |_, _| {})
+            .unwrap();
+        let s = &large.schedule;
+        let want: f64 = (1..50)
+            .map(|i| {
+                let r =
+                    s.beta(i) / (s.beta(i) * (1.0 - s.alpha_bar_prev(i)) / (1.0 - s.alpha_bar(i)));
+                0.5 * (r.ln() - 1.0 + 1.0 / r)
+            })
+            .sum::<f64>()
+            / LN_2;
+        assert!(
+            rel(res_l[0].terms_bpd, want) < 1e-6,
+            "{} vs {want}",
+            res_l[0].terms_bpd
+        );
         // (terms ≈ 0 above also checks the network is called at τ_{i+1}); a slightly wrong ε is
         // clearly visible
-        let wrong = Oracle { scale: 1.02, ..oracle };
-        let res = diff.nll_exact(&wrong, &batch, n, 42, &mut |_, _| {}).unwrap();
+        let wrong = Oracle {
+            scale: 1.02,
+            ..oracle
+        };
+        let res = diff
+            .nll_exact(&wrong, &batch, n, 42, &mut |_, _| {})
+            .unwrap();
         assert!(res[0].terms_bpd > 1e-3);
     }
 
     #[test]
     fn random_t_is_unbiased() {
         let x0 = tiny_image();
-        let oracle = Oracle { x0: x0.clone(), full: Schedule::linear(1000).unwrap(), shape: (3, 4, 4), scale: 0.9 };
+        let oracle = Oracle {
+            x0: x0.clone(),
+            full: Schedule::linear(1000).unwrap(),
+            shape: (3, 4, 4),
+            scale: 0.9,
+        };
         let diff = Diffusion::new(Schedule::even(1000, 8).unwrap(), Variance::Small);
         let n = 1500;
         let batch: Vec<f32> = (0..n).flat_map(|_| x0.clone()).collect();
-        let exact = diff.nll_exact(&oracle, &batch, n, 5, &mut |_, _| {}).unwrap();
-        let rt = diff.nll_random_t(&oracle, &batch, n, 5, 256, &mut |_, _| {}).unwrap();
+        let exact = diff
+            .nll_exact(&oracle, &batch, n, 5, &mut |_, _| {})
+            .unwrap();
+        let rt = diff
+            .nll_random_t(&oracle, &batch, n, 5, 256, &mut |_, _| {})
+            .unwrap();
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
         let ex: Vec<f64> = exact.iter().map(|r| r.total_bpd).collect();
         let est: Vec<f64> = rt.iter().map(|r| r.total_bpd).collect();
@@ -1074,11 +1229,18 @@ mod tests {
         let ci = 1.96 * sd / (n as f64).sqrt();
         assert!(md.abs() < 1.5 * ci, "bias {md} vs ci {ci}");
         // the test has power: a (K)· or (K−2)· weighting would be far outside
-        let terms = mean(&ex.iter().zip(&exact).map(|(_, r)| r.terms_bpd).collect::<Vec<_>>());
+        let terms = mean(
+            &ex.iter()
+                .zip(&exact)
+                .map(|(_, r)| r.terms_bpd)
+                .collect::<Vec<_>>(),
+        );
         assert!(terms / 7.0 > 3.0 * ci, "terms {terms} ci {ci}");
         // L_0 and prior identical to the exact run (same streams)
         assert!((rt[3].l0_bpd - exact[3].l0_bpd).abs() < 1e-12);
-        assert!(rt.iter().all(|r| r.sampled_step.is_some_and(|s| (1..8).contains(&s))));
+        assert!(rt
+            .iter()
+            .all(|r| r.sampled_step.is_some_and(|s| (1..8).contains(&s))));
         // every step gets sampled
         let mut seen = [false; 8];
         rt.iter().for_each(|r| seen[r.sampled_step.unwrap()] = true);
@@ -1088,14 +1250,25 @@ mod tests {
     #[test]
     fn bad_batches_are_errors() {
         let x0 = tiny_image();
-        let oracle = Oracle { x0: x0.clone(), full: Schedule::linear(1000).unwrap(), shape: (3, 4, 4), scale: 1.0 };
+        let oracle = Oracle {
+            x0: x0.clone(),
+            full: Schedule::linear(1000).unwrap(),
+            shape: (3, 4, 4),
+            scale: 1.0,
+        };
         let diff = Diffusion::new(Schedule::even(1000, 4).unwrap(), Variance::Large);
-        assert!(diff.nll_exact(&oracle, &x0[..40], 1, 0, &mut |_, _| {}).is_err());
-        assert!(diff.nll_random_t(&oracle, &x0, 2, 0, 4, &mut |_, _| {}).is_err());
+        assert!(diff
+            .nll_exact(&oracle, &x0[..40], 1, 0, &mut |_, _| {})
+            .is_err());
+        assert!(diff
+            .nll_random_t(&oracle, &x0, 2, 0, 4, &mut |_, _| {})
+            .is_err());
         assert!(diff.nll_exact(&oracle, &[], 0, 0, &mut |_, _| {}).is_err());
         // K = 1: no KL terms
         let one = Diffusion::new(Schedule::even(1000, 1).unwrap(), Variance::Small);
-        let r = one.nll_random_t(&oracle, &x0, 1, 0, 4, &mut |_, _| {}).unwrap();
+        let r = one
+            .nll_random_t(&oracle, &x0, 1, 0, 4, &mut |_, _| {})
+            .unwrap();
         assert_eq!(r[0].terms_bpd, 0.0);
         assert_eq!(r[0].sampled_step, None);
     }

@@ -54,8 +54,9 @@
 //! w.begin_step();
 //! w.write_pixels(&[0, 128, 255], &[-1.0, 0.0, 1.0], 0.02).unwrap();
 //! let enc = w.finish().unwrap();
-//! assert_eq!(enc.words, GOLDEN_WORDS);
-//! assert_eq!(enc.words_needed, GOLDEN_NEEDED);
+//! assert_eq!(enc.words, [0x0082_abf9, 0xccff_ff0b]);
+//! // the first step already needs both words (they prime the decoder's 64-bit state)
+//! assert_eq!(enc.words_needed, [2, 2]);
 //! let mut r = SymbolReader::new(&enc.words).unwrap();
 //! assert_eq!(r.read_step_info(0).unwrap(), 12);
 //! assert_eq!(r.read_index(key).unwrap(), 5);
@@ -65,7 +66,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use constriction::stream::model::{
     DefaultContiguousCategoricalEntropyModel, DefaultLeakyQuantizer, EncoderModel,
@@ -124,7 +125,7 @@ pub fn quantize_kl(kl_bits: f64) -> u32 {
 pub fn kl_hat_bits(q: u32) -> f64 {
     const FRAC: [f64; 4] = [
         1.0,
-        1.189_207_115_002_721_1, // 2^(1/4)
+        1.189_207_115_002_721, // 2^(1/4)
         std::f64::consts::SQRT_2,
         1.681_792_830_507_429, // 2^(3/4)
     ];
@@ -162,20 +163,31 @@ impl IndexModelKey {
     /// Key for `2^log2_n` candidates and an estimated chunk KL of `kl_chunk_hat_bits`.
     pub fn new(log2_n: u32, kl_chunk_hat_bits: f64) -> Result<Self> {
         if !kl_chunk_hat_bits.is_finite() || kl_chunk_hat_bits < 0.0 {
-            return Err(Error::Parameter(format!("chunk KL {kl_chunk_hat_bits} invalid")));
+            return Err(Error::Parameter(format!(
+                "chunk KL {kl_chunk_hat_bits} invalid"
+            )));
         }
         let b = (4.0 * kl_chunk_hat_bits).round().min(MAX_KL_BUCKET as f64) as u32;
-        let key = IndexModelKey { log2_n, kl_bucket: b };
+        let key = IndexModelKey {
+            log2_n,
+            kl_bucket: b,
+        };
         key.validate()?;
         Ok(key)
     }
 
     fn validate(&self) -> Result<()> {
         if self.log2_n == 0 || self.log2_n > MAX_LOG2_CANDIDATES {
-            return Err(Error::Parameter(format!("log2 candidates {} out of range", self.log2_n)));
+            return Err(Error::Parameter(format!(
+                "log2 candidates {} out of range",
+                self.log2_n
+            )));
         }
         if self.kl_bucket > MAX_KL_BUCKET {
-            return Err(Error::Parameter(format!("KL bucket {} out of range", self.kl_bucket)));
+            return Err(Error::Parameter(format!(
+                "KL bucket {} out of range",
+                self.kl_bucket
+            )));
         }
         Ok(())
     }
@@ -201,11 +213,17 @@ impl IndexModel {
     fn build(key: IndexModelKey) -> Result<Self> {
         let s = key.exponent();
         let n = key.num_candidates() as usize;
-        let w: Vec<f64> = (0..n).map(|j| det_exp(-s * det_ln((j + 1) as f64))).collect();
+        let w: Vec<f64> = (0..n)
+            .map(|j| det_exp(-s * det_ln((j + 1) as f64)))
+            .collect();
         let norm: f64 = w.iter().sum();
         let cat = Categorical::from_floating_point_probabilities_fast(&w, None)
             .map_err(|()| Error::Parameter(format!("cannot build index model {key:?}")))?;
-        Ok(IndexModel { cat, s, ln_norm: norm.ln() })
+        Ok(IndexModel {
+            cat,
+            s,
+            ln_norm: norm.ln(),
+        })
     }
 
     /// −log2 of the (float) Zipf probability of `j`.
@@ -217,7 +235,9 @@ impl IndexModel {
 /// −log2 P(j) under the truncated Zipf index model `key` (float model; reporting only).
 pub fn index_ideal_bits(j: u32, key: IndexModelKey) -> f64 {
     let s = key.exponent();
-    let norm: f64 = (0..key.num_candidates()).map(|i| ((i + 1) as f64).powf(-s)).sum();
+    let norm: f64 = (0..key.num_candidates())
+        .map(|i| ((i + 1) as f64).powf(-s))
+        .sum();
     s * ((j + 1) as f64).log2() + norm.log2()
 }
 
@@ -285,7 +305,24 @@ pub fn pixel_ideal_bits(v: u8, mu: f64, sigma: f64) -> f64 {
 // Model cache
 // ---------------------------------------------------------------------------------------------
 
-/// The models of one stream; index models are built once per key.
+/// Index models are pure functions of their key, so one process-wide cache serves every
+/// writer and reader (bounded; beyond the bound models are built without being kept).
+fn shared_index_model(key: IndexModelKey) -> Result<Arc<IndexModel>> {
+    const MAX_CACHED: usize = 1024;
+    static CACHE: OnceLock<Mutex<HashMap<IndexModelKey, Arc<IndexModel>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(m) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(m.clone());
+    }
+    let m = Arc::new(IndexModel::build(key)?);
+    let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if map.len() < MAX_CACHED {
+        map.insert(key, m.clone());
+    }
+    Ok(m)
+}
+
+/// The models of one stream (the fixed ones, plus index models looked up per key).
 pub struct ModelCache {
     step_info: Categorical,
     step_info_ln_p: Vec<f64>,
@@ -320,7 +357,7 @@ impl ModelCache {
         if let Some(m) = self.index.get(&key) {
             return Ok(m.clone());
         }
-        let m = Arc::new(IndexModel::build(key)?);
+        let m = shared_index_model(key)?;
         self.index.insert(key, m.clone());
         Ok(m)
     }
@@ -430,7 +467,9 @@ impl SymbolWriter {
     /// Records the step info `q` (0..=255) given the previous step's `prev_q`.
     pub fn write_step_info(&mut self, q: u32, prev_q: u32) -> Result<()> {
         if q > Q_MAX || prev_q > Q_MAX {
-            return Err(Error::Parameter(format!("step info q={q} prev={prev_q} > {Q_MAX}")));
+            return Err(Error::Parameter(format!(
+                "step info q={q} prev={prev_q} > {Q_MAX}"
+            )));
         }
         self.ensure_step();
         let sym = q + Q_MAX - prev_q;
@@ -443,7 +482,10 @@ impl SymbolWriter {
     pub fn write_index(&mut self, j: u32, key: IndexModelKey) -> Result<f64> {
         let model = self.cache.index(key)?;
         if j >= key.num_candidates() {
-            return Err(Error::Parameter(format!("index {j} >= {}", key.num_candidates())));
+            return Err(Error::Parameter(format!(
+                "index {j} >= {}",
+                key.num_candidates()
+            )));
         }
         self.ensure_step();
         let bits = model.ideal_bits(j);
@@ -483,9 +525,7 @@ impl SymbolWriter {
                     let m = self.cache.index(key)?;
                     coder.encode_symbol(j as usize, &m.cat)
                 }
-                Sym::Pixel(v, p) => {
-                    coder.encode_symbol(v as i32, p.model(&self.cache.quantizer))
-                }
+                Sym::Pixel(v, p) => coder.encode_symbol(v as i32, p.model(&self.cache.quantizer)),
             };
             r.map_err(|e| Error::Parameter(format!("entropy coder: {e}")))?;
         }
@@ -494,7 +534,9 @@ impl SymbolWriter {
             .map_err(|_| Error::Parameter("entropy coder backend".into()))?;
         words.reverse();
         if words.len() > u32::MAX as usize {
-            return Err(Error::LimitsExceeded("stream longer than 2^32 words".into()));
+            return Err(Error::LimitsExceeded(
+                "stream longer than 2^32 words".into(),
+            ));
         }
 
         // Simulate the decoder.
@@ -503,7 +545,11 @@ impl SymbolWriter {
         let mut words_needed = Vec::with_capacity(self.step_starts.len());
         let mut step_model_bits = Vec::with_capacity(self.step_starts.len());
         for (i, &start) in self.step_starts.iter().enumerate() {
-            let end = self.step_starts.get(i + 1).copied().unwrap_or(self.syms.len());
+            let end = self
+                .step_starts
+                .get(i + 1)
+                .copied()
+                .unwrap_or(self.syms.len());
             let mut bits = 0.0;
             for &sym in &self.syms[start..end] {
                 let (got, b) = reader.decode_like(sym)?;
@@ -515,7 +561,11 @@ impl SymbolWriter {
             words_needed.push(reader.words_consumed() as u32);
             step_model_bits.push(bits);
         }
-        Ok(EncodedSymbols { words, words_needed, step_model_bits })
+        Ok(EncodedSymbols {
+            words,
+            words_needed,
+            step_model_bits,
+        })
     }
 }
 
@@ -537,7 +587,11 @@ impl SymbolReader {
         let stack: Vec<u32> = words.iter().rev().copied().collect();
         let coder = Coder::from_compressed(stack)
             .map_err(|_| format_err("entropy-coded stream starts with a zero word"))?;
-        Ok(SymbolReader { coder, total_words: words.len(), cache: ModelCache::new() })
+        Ok(SymbolReader {
+            coder,
+            total_words: words.len(),
+            cache: ModelCache::new(),
+        })
     }
 
     /// Words consumed so far (including the ones that primed the coder).
@@ -558,7 +612,10 @@ impl SymbolReader {
         let q = (prev_q + s).checked_sub(Q_MAX);
         match q {
             Some(q) if q <= Q_MAX => Ok(q),
-            _ => Err(format_err(format!("step info delta {} from q={prev_q} out of range", s as i64 - 255))),
+            _ => Err(format_err(format!(
+                "step info delta {} from q={prev_q} out of range",
+                s as i64 - 255
+            ))),
         }
     }
 
@@ -575,7 +632,11 @@ impl SymbolReader {
     /// Pops pixel values into `out` with model-space means `mu` and std `sigma` (as written).
     pub fn read_pixels(&mut self, mu: &[f32], sigma: f32, out: &mut [u8]) -> Result<()> {
         if out.len() != mu.len() {
-            return Err(Error::Parameter(format!("{} outputs but {} means", out.len(), mu.len())));
+            return Err(Error::Parameter(format!(
+                "{} outputs but {} means",
+                out.len(),
+                mu.len()
+            )));
         }
         for (o, &m) in out.iter_mut().zip(mu) {
             let model = PixelParams::snap(m, sigma).model(&self.cache.quantizer);
@@ -593,7 +654,10 @@ impl SymbolReader {
         let err = |e: constriction::CoderError<_, _>| format_err(format!("entropy decoder: {e:?}"));
         Ok(match like {
             Sym::StepInfo(_) => {
-                let s = self.coder.decode_symbol(&self.cache.step_info).map_err(err)?;
+                let s = self
+                    .coder
+                    .decode_symbol(&self.cache.step_info)
+                    .map_err(err)?;
                 (Sym::StepInfo(s as u32), prob_bits(&self.cache.step_info, s))
             }
             Sym::Index(_, key) => {
@@ -641,7 +705,11 @@ mod tests {
                     // value near the mean, sometimes far
                     let c = ((mu as f64 + 1.0) * 127.5).round() as i64;
                     let off = ((h >> 20) % 21) as i64 - 10;
-                    let off = if (h >> 40) % 10 == 0 { off * 20 } else { off };
+                    let off = if (h >> 40).is_multiple_of(10) {
+                        off * 20
+                    } else {
+                        off
+                    };
                     vals.push((c + off).clamp(0, 255) as u8);
                 }
                 TSym::Pixels(vals, mus, s)
@@ -662,7 +730,8 @@ mod tests {
                         prev = *q;
                     }
                     TSym::Index(j, l, kl) => {
-                        w.write_index(*j, IndexModelKey::new(*l, *kl).unwrap()).unwrap();
+                        w.write_index(*j, IndexModelKey::new(*l, *kl).unwrap())
+                            .unwrap();
                     }
                     TSym::Pixels(v, m, s) => {
                         w.write_pixels(v, m, *s).unwrap();
@@ -731,15 +800,38 @@ mod tests {
         }
 
         #[test]
-        fn garbage_never_panics(words in prop::collection::vec(any::<u32>(), 0..40), prev in 0u32..=255) {
+        fn garbage_never_panics(
+            words in prop::collection::vec(any::<u32>(), 0..40),
+            prev in 0u32..=255,
+            mu in prop::collection::vec(-3.0f32..3.0, 4),
+            sigma in prop_oneof![Just(0.0f32), Just(f32::NAN), Just(f32::INFINITY), 1e-7f32..10.0],
+            l in 1u32..=MAX_LOG2_CANDIDATES,
+        ) {
             if let Ok(mut r) = SymbolReader::new(&words) {
                 for _ in 0..20 {
                     let _ = r.read_step_info(prev);
-                    let _ = r.read_index(IndexModelKey::new(10, 4.0).unwrap());
+                    let _ = r.read_index(IndexModelKey::new(l.min(12), 4.0).unwrap());
                     let mut px = [0u8; 4];
+                    let _ = r.read_pixels(&mu, sigma, &mut px);
                     let _ = r.read_pixels(&[0.0, f32::NAN, 5.0, -1.0], 0.01, &mut px);
                 }
             }
+        }
+
+        #[test]
+        fn extreme_pixel_models_round_trip(
+            vals in prop::collection::vec(any::<u8>(), 1..20),
+            mu in -3.0f32..3.0,
+            sigma in prop_oneof![Just(0.0f32), Just(f32::NAN), 1e-7f32..20.0],
+        ) {
+            let mus = vec![mu; vals.len()];
+            let mut w = SymbolWriter::new();
+            w.write_pixels(&vals, &mus, sigma).unwrap();
+            let enc = w.finish().unwrap();
+            let mut r = SymbolReader::new(&enc.words).unwrap();
+            let mut out = vec![0u8; vals.len()];
+            r.read_pixels(&mus, sigma, &mut out).unwrap();
+            prop_assert_eq!(out, vals);
         }
     }
 
@@ -781,7 +873,9 @@ mod tests {
         assert!(IndexModelKey::new(0, 1.0).is_err());
         assert!(IndexModelKey::new(4, f64::NAN).is_err());
         let mut w = SymbolWriter::new();
-        assert!(w.write_index(16, IndexModelKey::new(4, 1.0).unwrap()).is_err());
+        assert!(w
+            .write_index(16, IndexModelKey::new(4, 1.0).unwrap())
+            .is_err());
         assert!(w.write_step_info(256, 0).is_err());
     }
 
@@ -804,13 +898,20 @@ mod tests {
             let ideal = pixel_ideal_bits(v, mu as f64, sigma as f64);
             let actual = prob_bits(m, v as i32);
             if ideal < 15.0 {
-                assert!((ideal - actual).abs() < 0.01, "v={v} ideal={ideal} actual={actual}");
+                assert!(
+                    (ideal - actual).abs() < 0.01,
+                    "v={v} ideal={ideal} actual={actual}"
+                );
             }
         }
         // ideal probabilities sum to 1
-        let s: f64 = (0..=255u8).map(|v| 2f64.powf(-pixel_ideal_bits(v, 0.3, 0.05))).sum();
+        let s: f64 = (0..=255u8)
+            .map(|v| 2f64.powf(-pixel_ideal_bits(v, 0.3, 0.05)))
+            .sum();
         assert!((s - 1.0).abs() < 1e-9);
-        let s: f64 = (0..=255u8).map(|v| 2f64.powf(-pixel_ideal_bits(v, -0.999, 0.003))).sum();
+        let s: f64 = (0..=255u8)
+            .map(|v| 2f64.powf(-pixel_ideal_bits(v, -0.999, 0.003)))
+            .sum();
         assert!((s - 1.0).abs() < 1e-9);
     }
 
@@ -836,6 +937,8 @@ mod tests {
         w.write_step_info(3, 0).unwrap();
         let enc = w.finish().unwrap();
         assert_eq!(enc.words_needed.len(), 2);
-        assert_eq!(enc.words_needed[0], 0);
+        // an empty first step still needs the words that prime the decoder's state
+        assert_eq!(enc.words_needed[0] as usize, enc.words.len().min(2));
+        assert_eq!(enc.words_needed[1] as usize, enc.words.len());
     }
 }

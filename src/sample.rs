@@ -17,7 +17,9 @@ fn dims(den: &dyn Denoiser) -> Result<usize> {
     let (c, h, w) = den.image_shape();
     let d = c * h * w;
     if d == 0 {
-        return Err(Error::Parameter("denoiser image shape has zero size".into()));
+        return Err(Error::Parameter(
+            "denoiser image shape has zero size".into(),
+        ));
     }
     Ok(d)
 }
@@ -37,9 +39,18 @@ pub fn initial_noise(den: &dyn Denoiser, n: usize, seed: u64) -> Result<Vec<f32>
     Ok(per_image_normals(seed, n, d, u64::MAX))
 }
 
-fn check_start(diffusion: &Diffusion, x_t: &[f32], n: usize, d: usize, i_start: usize) -> Result<()> {
+fn check_start(
+    diffusion: &Diffusion,
+    x_t: &[f32],
+    n: usize,
+    d: usize,
+    i_start: usize,
+) -> Result<()> {
     if n == 0 || x_t.len() != n * d {
-        return Err(Error::Parameter(format!("{} values are not {n} images of {d}", x_t.len())));
+        return Err(Error::Parameter(format!(
+            "{} values are not {n} images of {d}",
+            x_t.len()
+        )));
     }
     if i_start >= diffusion.steps() {
         return Err(Error::Parameter(format!(
@@ -69,7 +80,11 @@ pub fn sample_from(
     for (done, i) in (0..=i_start).rev().enumerate() {
         let eps = den.eps(&x, n, diffusion.schedule.model_t(i))?;
         check_eps(&eps, n * d)?;
-        let z = if i > 0 { per_image_normals(seed, n, d, i as u64) } else { Vec::new() };
+        let z = if i > 0 {
+            per_image_normals(seed, n, d, i as u64)
+        } else {
+            Vec::new()
+        };
         x = diffusion.p_sample_step(&x, &eps, i, &z);
         progress(done + 1, i_start + 1);
     }
@@ -107,7 +122,15 @@ pub fn sample(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<f32>> {
     let x_t = initial_noise(den, n, seed)?;
-    sample_from(den, diffusion, &x_t, n, diffusion.steps() - 1, seed, progress)
+    sample_from(
+        den,
+        diffusion,
+        &x_t,
+        n,
+        diffusion.steps() - 1,
+        seed,
+        progress,
+    )
 }
 
 /// The chain steps at which [`progressive_strip`] records x̂_0: `frames` steps evenly spaced from
@@ -155,7 +178,11 @@ pub fn progressive_strip(
             }
             f += 1;
         }
-        let z = if i > 0 { per_image_normals(seed, n, d, i as u64) } else { Vec::new() };
+        let z = if i > 0 {
+            per_image_normals(seed, n, d, i as u64)
+        } else {
+            Vec::new()
+        };
         x = diffusion.p_sample_step(&x, &eps, i, &z);
         progress(done + 1, k);
     }
@@ -191,7 +218,9 @@ pub fn grid_png(
     let gw = cols * w + (cols - 1) * GAP;
     let gh = rows * h + (rows - 1) * GAP;
     if gw.saturating_mul(gh) > MAX_GRID_PIXELS || gw > u32::MAX as usize || gh > u32::MAX as usize {
-        return Err(Error::LimitsExceeded(format!("grid of {gw}x{gh} pixels is too large")));
+        return Err(Error::LimitsExceeded(format!(
+            "grid of {gw}x{gh} pixels is too large"
+        )));
     }
     let mut img = image::RgbImage::from_pixel(gw as u32, gh as u32, image::Rgb([255, 255, 255]));
     let plane = h * w;
@@ -202,7 +231,11 @@ pub fn grid_png(
         for y in 0..h {
             for x in 0..w {
                 let k = y * w + x;
-                let px = if c == 1 { [src[k]; 3] } else { [src[k], src[plane + k], src[2 * plane + k]] };
+                let px = if c == 1 {
+                    [src[k]; 3]
+                } else {
+                    [src[k], src[plane + k], src[2 * plane + k]]
+                };
                 img.put_pixel((ox + x) as u32, (oy + y) as u32, image::Rgb(px));
             }
         }
@@ -228,7 +261,9 @@ mod tests {
             let ab = self.full.alpha_bar_at(t);
             Ok(x.iter()
                 .enumerate()
-                .map(|(k, &v)| ((v as f64 - ab.sqrt() * self.x0[k % d] as f64) / (1.0 - ab).sqrt()) as f32)
+                .map(|(k, &v)| {
+                    ((v as f64 - ab.sqrt() * self.x0[k % d] as f64) / (1.0 - ab).sqrt()) as f32
+                })
                 .collect())
         }
         fn image_shape(&self) -> (usize, usize, usize) {
@@ -238,7 +273,9 @@ mod tests {
 
     fn oracle() -> Oracle {
         Oracle {
-            x0: vec![-1.0, -0.5, 0.0, 0.5, 1.0, 0.25, -0.25, 0.75, -0.75, 0.1, 0.2, 0.3],
+            x0: vec![
+                -1.0, -0.5, 0.0, 0.5, 1.0, 0.25, -0.25, 0.75, -0.75, 0.1, 0.2, 0.3,
+            ],
             full: Schedule::linear(1000).unwrap(),
         }
     }
@@ -260,10 +297,16 @@ mod tests {
         // DDIM from pure noise also lands on it
         let xt = initial_noise(&o, 2, 3).unwrap();
         let dd = ddim_from(&o, &diff, &xt, 2, 24, &mut |_, _| {}).unwrap();
-        assert!(dd.iter().enumerate().all(|(k, v)| (v - o.x0[k % 12]).abs() < 1e-4));
+        assert!(dd
+            .iter()
+            .enumerate()
+            .all(|(k, v)| (v - o.x0[k % 12]).abs() < 1e-4));
         // sample_from a latent at a middle step
         let mid = sample_from(&o, &diff, &xt, 2, 10, 1, &mut |_, _| {}).unwrap();
-        assert!(mid.iter().enumerate().all(|(k, v)| (v - o.x0[k % 12]).abs() < 1e-4));
+        assert!(mid
+            .iter()
+            .enumerate()
+            .all(|(k, v)| (v - o.x0[k % 12]).abs() < 1e-4));
         assert!(sample_from(&o, &diff, &xt, 2, 25, 1, &mut |_, _| {}).is_err());
         assert!(sample_from(&o, &diff, &xt[..5], 2, 3, 1, &mut |_, _| {}).is_err());
     }
@@ -277,7 +320,10 @@ mod tests {
         let st = progressive_strip(&o, &diff, 2, 5, 4, &mut |_, _| {}).unwrap();
         assert_eq!(st.len(), 2 * 5 * 12);
         // with ε*, every predicted x̂_0 is the image (up to f32 rounding amplified by 1/√ᾱ)
-        assert!(st.iter().enumerate().all(|(k, v)| (v - o.x0[k % 12]).abs() < 1e-3));
+        assert!(st
+            .iter()
+            .enumerate()
+            .all(|(k, v)| (v - o.x0[k % 12]).abs() < 1e-3));
         // the last frame equals the full sample
         let s = sample(&o, &diff, 2, 4, &mut |_, _| {}).unwrap();
         assert_eq!(&st[4 * 12..5 * 12], &s[..12]);

@@ -211,7 +211,9 @@ impl Schedule {
         let alpha_bar_prev: Vec<f64> = (0..k)
             .map(|i| if i == 0 { 1.0 } else { alpha_bar[i - 1] })
             .collect();
-        let beta: Vec<f64> = (0..k).map(|i| 1.0 - alpha_bar[i] / alpha_bar_prev[i]).collect();
+        let beta: Vec<f64> = (0..k)
+            .map(|i| 1.0 - alpha_bar[i] / alpha_bar_prev[i])
+            .collect();
         let alpha: Vec<f64> = beta.iter().map(|b| 1.0 - b).collect();
         let beta_tilde: Vec<f64> = (0..k)
             .map(|i| beta[i] * (1.0 - alpha_bar_prev[i]) / (1.0 - alpha_bar[i]))
@@ -232,17 +234,19 @@ impl Schedule {
         })
     }
 
-    /// K evenly spaced steps: τ_i = round(i·T/K), i = 1..=K (ties away from zero), made strictly
-    /// increasing. `even(T, T)` is the full chain.
+    /// K evenly spaced steps: τ_i = round(i·T/K), i = 1..=K, rounding ties to even exactly like
+    /// Python's `round` in `train/diffusion.py` (`Schedule.even`), made strictly increasing
+    /// (a no-op for K ≤ T). `even(T, T)` is the full chain.
     pub fn even(t_max: usize, k: usize) -> Result<Schedule> {
         check_k(t_max, k)?;
         let raw: Vec<usize> = (1..=k)
-            .map(|i| ((i as f64) * (t_max as f64) / (k as f64)).round() as usize)
+            .map(|i| ((i as f64) * (t_max as f64) / (k as f64)).round_ties_even() as usize)
             .collect();
         Schedule::respaced(t_max, make_strictly_increasing(&raw, t_max))
     }
 
-    /// K steps dense near t = 0 (where the bits are): τ_i = round(T·(i/K)^power), made strictly
+    /// K steps dense near t = 0 (where the bits are): τ_i = round(T·(i/K)^power) (ties to even),
+    /// made strictly
     /// increasing (small i collapse onto 1, 2, 3, … when the power law is denser than the
     /// integer grid). `power` must be finite and > 0; [`DEFAULT_DENSE_POWER`] = 2.
     pub fn dense_low(t_max: usize, k: usize, power: f64) -> Result<Schedule> {
@@ -255,7 +259,7 @@ impl Schedule {
         let raw: Vec<usize> = (1..=k)
             .map(|i| {
                 let v = (t_max as f64) * ((i as f64) / (k as f64)).powf(power);
-                v.round().clamp(0.0, t_max as f64) as usize
+                v.round_ties_even().clamp(0.0, t_max as f64) as usize
             })
             .collect();
         Schedule::respaced(t_max, make_strictly_increasing(&raw, t_max))
@@ -365,11 +369,11 @@ mod tests {
         let betas = linear_betas(1000);
         // independent: ᾱ via a sum of logs, β' == β_t for the full chain
         let mut log_acc = 0.0f64;
-        for i in 0..1000 {
-            log_acc += (1.0 - betas[i]).ln();
+        for (i, &b) in betas.iter().enumerate() {
+            log_acc += (1.0 - b).ln();
             assert!(close(s.alpha_bar(i), log_acc.exp(), 1e-11), "i={i}");
-            assert!(close(s.beta(i), betas[i], 1e-9), "i={i}");
-            assert!(close(s.alpha(i), 1.0 - betas[i], 1e-12));
+            assert!(close(s.beta(i), b, 1e-9), "i={i}");
+            assert!(close(s.alpha(i), 1.0 - b, 1e-12));
         }
         assert_eq!(s.alpha_bar_prev(0), 1.0);
         assert_eq!(s.beta_tilde(0), 0.0);
@@ -381,7 +385,11 @@ mod tests {
         assert_eq!(s.beta_tilde_clipped(0), s.beta_tilde(1));
         assert_eq!(s.beta_tilde_clipped(5), s.beta_tilde(5));
         // ᾱ_T for the paper's schedule ≈ 4.04e-5
-        assert!((s.alpha_bar(999) - 4.035e-5).abs() < 1e-7, "{}", s.alpha_bar(999));
+        assert!(
+            (s.alpha_bar(999) - 4.035e-5).abs() < 1e-7,
+            "{}",
+            s.alpha_bar(999)
+        );
         assert_eq!(s.sigma2(3, Variance::Large), s.beta(3));
         assert_eq!(s.sigma2(3, Variance::Small), s.beta_tilde(3));
         assert_eq!(s.sigma2(0, Variance::Small), s.beta_tilde(1));
@@ -403,7 +411,14 @@ mod tests {
             // ᾱ'_i = ∏_{j≤i} α'_j = ᾱ_{τ_i}
             assert!(close(s.alpha_bar(i), prod, 1e-10));
             assert!(close(s.alpha_bar(i), full.alpha_bar(t - 1), 1e-14));
-            assert_eq!(s.alpha_bar_prev(i), if i == 0 { 1.0 } else { full.alpha_bar(prev_t - 1) });
+            assert_eq!(
+                s.alpha_bar_prev(i),
+                if i == 0 {
+                    1.0
+                } else {
+                    full.alpha_bar(prev_t - 1)
+                }
+            );
             assert_eq!(s.model_t(i), t);
             // β̃ from its definition
             let bt = s.beta(i) * (1.0 - s.alpha_bar_prev(i)) / (1.0 - s.alpha_bar(i));
@@ -448,7 +463,17 @@ mod tests {
         assert_eq!(s.taus(), &[250, 500, 750, 1000]);
         let s = Schedule::even(1000, 3).unwrap();
         assert_eq!(s.taus(), &[333, 667, 1000]);
-        assert_eq!(Schedule::even(1000, 1000).unwrap(), Schedule::linear(1000).unwrap());
+        // ties to even, as train/diffusion.py (Python round): 62.5 → 62, 187.5 → 188
+        let s = Schedule::even(1000, 16).unwrap();
+        assert_eq!(&s.taus()[..6], &[62, 125, 188, 250, 312, 375]);
+        // values from train/diffusion.py Schedule.even(16)
+        assert!(close(s.beta_tilde_clipped(0), 0.032341191350638405, 1e-13));
+        assert!(close(s.beta(3), 0.2416994957693619, 1e-13));
+        assert!(close(s.alpha_bar(5), 0.23739893903526332, 1e-13));
+        assert_eq!(
+            Schedule::even(1000, 1000).unwrap(),
+            Schedule::linear(1000).unwrap()
+        );
         for k in [1, 2, 7, 99, 500, 999, 1000] {
             let s = Schedule::even(1000, k).unwrap();
             assert_eq!(s.steps(), k);
@@ -479,8 +504,14 @@ mod tests {
         assert_eq!("small".parse::<Variance>().unwrap(), Variance::Small);
         assert_eq!("Large".parse::<Variance>().unwrap(), Variance::Large);
         assert!("medium".parse::<Variance>().is_err());
-        assert_eq!(serde_json::to_string(&Variance::Small).unwrap(), "\"small\"");
-        assert_eq!(serde_json::from_str::<Variance>("\"large\"").unwrap(), Variance::Large);
+        assert_eq!(
+            serde_json::to_string(&Variance::Small).unwrap(),
+            "\"small\""
+        );
+        assert_eq!(
+            serde_json::from_str::<Variance>("\"large\"").unwrap(),
+            Variance::Large
+        );
         assert_eq!(Variance::Large.to_string(), "large");
     }
 }

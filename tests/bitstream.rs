@@ -45,7 +45,7 @@ fn sample_header(taus: Vec<u16>, lossless: bool) -> Header {
 fn sample_stream() -> Stream {
     Stream {
         header: sample_header(vec![1, 2, 40, 1000], true),
-        words_needed: vec![0, 0, 3, 7, 12],
+        words_needed: vec![0, 3, 7, 12], // P = (4 − 1) + 1
         words: (0..12u32).map(|i| i.wrapping_mul(0x9E37_79B9)).collect(),
         truncated: false,
     }
@@ -88,7 +88,10 @@ fn expect_format(r: Result<Stream, Error>, needle: &str) {
 
 #[track_caller]
 fn expect_limits(r: Result<Stream, Error>) {
-    assert!(matches!(r, Err(Error::LimitsExceeded(_))), "expected LimitsExceeded, got {r:?}");
+    assert!(
+        matches!(r, Err(Error::LimitsExceeded(_))),
+        "expected LimitsExceeded, got {r:?}"
+    );
 }
 
 /// Checks the canonical-encoding property: any successfully read input re-serialises to
@@ -168,7 +171,11 @@ fn spec_field_table_matches_encoder() {
             other => panic!("unknown type {other}"),
         };
         assert_eq!(expected.len(), width, "{name}: type width");
-        assert_eq!(&enc[off..off + width], &expected[..], "{name} at offset {off}");
+        assert_eq!(
+            &enc[off..off + width],
+            &expected[..],
+            "{name} at offset {off}"
+        );
         rows += 1;
     }
     assert_eq!(rows, 21, "SPEC.md § 2 should list 21 fields");
@@ -185,13 +192,24 @@ fn vector(name: &str) -> Vec<u8> {
 fn vectors_match_readme_hashes() {
     let readme = std::fs::read_to_string(repo_path("format/vectors/README.md")).unwrap();
     let mut n = 0;
-    for name in ["valid.ddpc", "truncated.ddpc", "corrupt_header.ddpc", "corrupt_body.ddpc"] {
-        let hash: String = Sha256::digest(vector(name)).iter().map(|b| format!("{b:02x}")).collect();
+    for name in [
+        "valid.ddpc",
+        "truncated.ddpc",
+        "corrupt_header.ddpc",
+        "corrupt_body.ddpc",
+    ] {
+        let hash: String = Sha256::digest(vector(name))
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let line = readme
             .lines()
-            .find(|l| l.contains(&format!("`{name}`")))
+            .find(|l| l.starts_with(&format!("| `{name}` |")))
             .unwrap_or_else(|| panic!("README lacks {name}"));
-        assert!(line.contains(&hash), "README hash of {name} is stale (now {hash})");
+        assert!(
+            line.contains(&hash),
+            "README hash of {name} is stale (now {hash})"
+        );
         n += 1;
     }
     assert_eq!(n, 4);
@@ -202,7 +220,7 @@ const VECTOR_WORDS: [u32; 5] = [0xDEAD_BEEF, 1, 0x1234_5678, 0xCAFE_BABE, 0];
 #[test]
 fn vector_valid() {
     let bytes = vector("valid.ddpc");
-    assert_eq!(bytes.len(), 126);
+    assert_eq!(bytes.len(), 128);
     let s = read(&bytes).unwrap();
     let h = &s.header;
     let model: [u8; 32] = core::array::from_fn(|i| i as u8);
@@ -211,17 +229,23 @@ fn vector_valid() {
     assert_eq!(h.channels, Channels::Rgb);
     assert_eq!(h.colour_mode, ColourMode::Rgb);
     assert_eq!((h.tile_size, h.batch_tiles, h.t_max), (32, 16, 1000));
-    assert_eq!(h.taus, vec![500, 1000]);
+    assert_eq!(h.taus, vec![10, 500, 1000]);
     assert_eq!(h.variance, VarianceCode::Small);
     assert_eq!(h.chunk_bits_q8, 2048);
-    assert_eq!((h.margin_bits, h.min_log2_candidates, h.max_log2_candidates), (6, 8, 16));
+    assert_eq!(
+        (h.margin_bits, h.min_log2_candidates, h.max_log2_candidates),
+        (6, 8, 16)
+    );
     assert_eq!(h.skip_below_q8, 64);
     assert_eq!(h.seed, 0x0123_4567_89AB_CDEF);
     assert!(h.lossless);
     assert_eq!(h.body_words, 5);
     assert_eq!(h.body_crc32, 0x8963_E3C9);
     assert_eq!(h.pixel_crc32, 0xDCF5_7F85);
-    assert_eq!(h.pixel_crc32, crc32fast::hash(&(0u8..18).collect::<Vec<_>>()));
+    assert_eq!(
+        h.pixel_crc32,
+        crc32fast::hash(&(0u8..18).collect::<Vec<_>>())
+    );
     assert_eq!(s.words_needed, vec![1, 3, 5]);
     assert_eq!(s.words, VECTOR_WORDS.to_vec());
     assert!(!s.truncated);
@@ -243,12 +267,16 @@ fn vector_truncated() {
 
 #[test]
 fn vector_corrupt_header() {
-    assert!(matches!(read(&vector("corrupt_header.ddpc")), Err(Error::Checksum(m)) if m.contains("header CRC")));
+    assert!(
+        matches!(read(&vector("corrupt_header.ddpc")), Err(Error::Checksum(m)) if m.contains("header CRC"))
+    );
 }
 
 #[test]
 fn vector_corrupt_body() {
-    assert!(matches!(read(&vector("corrupt_body.ddpc")), Err(Error::Checksum(m)) if m.contains("body CRC")));
+    assert!(
+        matches!(read(&vector("corrupt_body.ddpc")), Err(Error::Checksum(m)) if m.contains("body CRC"))
+    );
     // Any prefix of it is still readable (the body CRC is not checked on a prefix).
     let b = vector("corrupt_body.ddpc");
     let s = read(&b[..b.len() - 1]).unwrap();
@@ -260,10 +288,13 @@ fn vector_corrupt_body() {
 
 #[test]
 fn every_prefix_is_a_prefix_or_a_truncated_header() {
-    let mut files = vec![vector("valid.ddpc"), write_stream(&sample_stream()).unwrap()];
+    let mut files = vec![
+        vector("valid.ddpc"),
+        write_stream(&sample_stream()).unwrap(),
+    ];
     let mut s = sample_stream();
     s.words.clear();
-    s.words_needed = vec![0; 5];
+    s.words_needed = vec![0; 4];
     files.push(write_stream(&s).unwrap()); // empty body
     for bytes in files {
         let (_, body_at) = sections(&bytes);
@@ -286,7 +317,10 @@ fn every_prefix_is_a_prefix_or_a_truncated_header() {
 
 #[test]
 fn single_bit_flips_are_detected() {
-    for bytes in [vector("valid.ddpc"), write_stream(&sample_stream()).unwrap()] {
+    for bytes in [
+        vector("valid.ddpc"),
+        write_stream(&sample_stream()).unwrap(),
+    ] {
         for i in 0..bytes.len() {
             for bit in 0..8 {
                 let mut b = bytes.clone();
@@ -298,6 +332,37 @@ fn single_bit_flips_are_detected() {
             }
         }
     }
+}
+
+#[test]
+fn no_packets_stream() {
+    // K = 1 without the lossless step: P = 0, empty table (table_len 0), empty body.
+    let s = Stream {
+        header: sample_header(vec![1000], false),
+        words_needed: vec![],
+        words: vec![],
+        truncated: false,
+    };
+    assert_eq!(s.header.num_packets(), 0);
+    let b = write_stream(&s).unwrap();
+    let (t, body_at) = sections(&b);
+    assert_eq!(&b[t..t + 4], &[0, 0, 0, 0]);
+    assert_eq!(body_at, b.len());
+    let r = read(&b).unwrap();
+    assert!(!r.truncated && r.words_needed.is_empty() && r.words.is_empty());
+    assert_eq!(r.packets_available(), 0);
+    // A non-empty table or a body is then invalid.
+    let mut s2 = s.clone();
+    s2.words = vec![1];
+    assert!(matches!(write_stream(&s2), Err(Error::Parameter(_))));
+    let mut c = b[..t].to_vec();
+    let sec = [1u8, 0, 0, 0, 0x80];
+    c.extend_from_slice(&sec);
+    c.extend_from_slice(&crc32fast::hash(&sec).to_le_bytes());
+    expect_format(read(&c), "table_len 1 outside 0..=0");
+    let mut c = b.clone();
+    c.extend_from_slice(&[0; 4]);
+    expect_format(read(&c), "trailing bytes");
 }
 
 #[test]
@@ -354,8 +419,14 @@ fn absurd_geometry() {
     b[9 + OFF_HEIGHT..9 + OFF_HEIGHT + 4].copy_from_slice(&8192u32.to_le_bytes());
     reseal_header(&mut b);
     read(&b).unwrap();
-    expect_format(read(&patched(OFF_TILE, &64u16.to_le_bytes())), "tile_size 64 is not supported");
-    expect_format(read(&patched(OFF_BATCH, &0u16.to_le_bytes())), "batch_tiles is 0");
+    expect_format(
+        read(&patched(OFF_TILE, &64u16.to_le_bytes())),
+        "tile_size 64 is not supported",
+    );
+    expect_format(
+        read(&patched(OFF_BATCH, &0u16.to_le_bytes())),
+        "batch_tiles is 0",
+    );
     expect_limits(read(&patched(OFF_BATCH, &4097u16.to_le_bytes())));
     read(&patched(OFF_BATCH, &4096u16.to_le_bytes())).unwrap();
 }
@@ -363,21 +434,42 @@ fn absurd_geometry() {
 #[test]
 fn bad_taus_and_steps() {
     // taus are [1, 2, 40, 1000]
-    expect_format(read(&patched(OFF_TAUS + 4, &2u16.to_le_bytes())), "strictly increasing");
-    expect_format(read(&patched(OFF_TAUS + 4, &1u16.to_le_bytes())), "strictly increasing");
-    expect_format(read(&patched(OFF_TAUS, &0u16.to_le_bytes())), "taus[0] is 0");
-    expect_format(read(&patched(OFF_TMAX, &999u16.to_le_bytes())), "differs from t_max");
+    expect_format(
+        read(&patched(OFF_TAUS + 4, &2u16.to_le_bytes())),
+        "strictly increasing",
+    );
+    expect_format(
+        read(&patched(OFF_TAUS + 4, &1u16.to_le_bytes())),
+        "strictly increasing",
+    );
+    expect_format(
+        read(&patched(OFF_TAUS, &0u16.to_le_bytes())),
+        "taus[0] is 0",
+    );
+    expect_format(
+        read(&patched(OFF_TMAX, &999u16.to_le_bytes())),
+        "differs from t_max",
+    );
     expect_format(read(&patched(OFF_TMAX, &0u16.to_le_bytes())), "t_max is 0");
-    expect_format(read(&patched(OFF_K, &5u16.to_le_bytes())), "does not match num_steps");
-    expect_format(read(&patched(OFF_K, &0u16.to_le_bytes())), "does not match num_steps");
-    expect_format(read(&patched(OFF_CHUNK, &0u16.to_le_bytes())), "chunk_bits_q8 is 0");
+    expect_format(
+        read(&patched(OFF_K, &5u16.to_le_bytes())),
+        "does not match num_steps",
+    );
+    expect_format(
+        read(&patched(OFF_K, &0u16.to_le_bytes())),
+        "does not match num_steps",
+    );
+    expect_format(
+        read(&patched(OFF_CHUNK, &0u16.to_le_bytes())),
+        "chunk_bits_q8 is 0",
+    );
     expect_format(read(&patched(OFF_MAXLOG, &[33])), "max_log2_candidates 33");
     expect_format(read(&patched(OFF_MINLOG, &[19])), "min_log2_candidates 19");
     // K and t_max above the limits (a proper file with 10001 steps).
     let taus: Vec<u16> = (1..=10001).collect();
     let mut s = sample_stream();
     s.header = sample_header(taus, false);
-    s.words_needed = vec![0; 10001];
+    s.words_needed = vec![0; 10000];
     s.words.clear();
     assert!(matches!(write_stream(&s), Err(Error::LimitsExceeded(_))));
 }
@@ -387,12 +479,21 @@ fn unknown_enum_codes_and_flags() {
     for c in [0u8, 2, 5, 255] {
         expect_format(read(&patched(OFF_CHANNELS, &[c])), "unknown channels code");
     }
-    expect_format(read(&patched(OFF_CHANNELS, &[1])), "requires colour_mode = 1");
-    expect_format(read(&patched(OFF_COLOUR, &[2])), "unknown colour_mode code 2");
-    expect_format(read(&patched(OFF_VARIANCE, &[2])), "unknown variance code 2");
+    expect_format(
+        read(&patched(OFF_CHANNELS, &[1])),
+        "requires colour_mode = 1",
+    );
+    expect_format(
+        read(&patched(OFF_COLOUR, &[2])),
+        "unknown colour_mode code 2",
+    );
+    expect_format(
+        read(&patched(OFF_VARIANCE, &[2])),
+        "unknown variance code 2",
+    );
     expect_format(read(&patched(OFF_FLAGS, &[0x03])), "unknown flag bits");
     expect_format(read(&patched(OFF_FLAGS, &[0x80 | 1])), "unknown flag bits");
-    // Clearing the lossless flag changes P from 5 to 4: the table then has a code left over.
+    // Clearing the lossless flag changes P from 4 to 3: the table then has a code left over.
     expect_format(read(&patched(OFF_FLAGS, &[0])), "step table");
 }
 
@@ -403,15 +504,36 @@ fn length_fields() {
     b[5..9].copy_from_slice(&0x0100_0000u32.to_le_bytes());
     expect_format(read(&b), "header_len");
     let b = vector("valid.ddpc");
-    let tight = Limits { max_header_len: 82, ..Limits::default() };
-    assert!(matches!(read_stream(&b, &tight), Err(Error::LimitsExceeded(_))));
-    let tight = Limits { max_table_len: 1, ..Limits::default() };
-    assert!(matches!(read_stream(&b, &tight), Err(Error::LimitsExceeded(_))));
-    let tight = Limits { max_body_words: 4, ..Limits::default() };
-    assert!(matches!(read_stream(&b, &tight), Err(Error::LimitsExceeded(_))));
+    let tight = Limits {
+        max_header_len: 82,
+        ..Limits::default()
+    };
+    assert!(matches!(
+        read_stream(&b, &tight),
+        Err(Error::LimitsExceeded(_))
+    ));
+    let tight = Limits {
+        max_table_len: 1,
+        ..Limits::default()
+    };
+    assert!(matches!(
+        read_stream(&b, &tight),
+        Err(Error::LimitsExceeded(_))
+    ));
+    let tight = Limits {
+        max_body_words: 4,
+        ..Limits::default()
+    };
+    assert!(matches!(
+        read_stream(&b, &tight),
+        Err(Error::LimitsExceeded(_))
+    ));
     // body_words larger than the file: a valid prefix with a consistent table is impossible
     // here (the table's last entry must equal body_words), so it is a table error.
-    expect_format(read(&patched(OFF_BODY_WORDS, &6u32.to_le_bytes())), "body_words");
+    expect_format(
+        read(&patched(OFF_BODY_WORDS, &6u32.to_le_bytes())),
+        "body_words",
+    );
     expect_limits(read(&patched(OFF_BODY_WORDS, &u32::MAX.to_le_bytes())));
     // table_len 0 and huge.
     let (t, _) = sections(&b);
@@ -440,7 +562,10 @@ fn table_errors_behind_a_valid_crc() {
     expect_format(read(&with_table(&[0x4D, 0x81])), "padding");
     expect_format(read(&with_table(&[0x4D, 0x80, 0x00])), "left over");
     expect_format(read(&with_table(&[0x4D])), "runs past");
-    expect_format(read(&with_table(&[0x00, 0x00, 0x00, 0x00, 0x00])), "more than 32 leading zeros");
+    expect_format(
+        read(&with_table(&[0x00, 0x00, 0x00, 0x00, 0x00])),
+        "more than 32 leading zeros",
+    );
     // deltas 1, 2, 3: last entry 6 ≠ body_words 5
     expect_format(read(&with_table(&[0x4D, 0x00])), "body_words");
 }
@@ -495,9 +620,13 @@ prop_compose! {
         cuts in proptest::collection::vec(any::<proptest::sample::Index>(), header.num_packets()),
         header in Just(header),
     ) -> Stream {
+        // P = 0 (K = 1, no lossless step) forces an empty body.
+        let words = if cuts.is_empty() { Vec::new() } else { words };
         let mut wn: Vec<u32> = cuts.iter().map(|c| c.index(words.len() + 1) as u32).collect();
         wn.sort_unstable();
-        *wn.last_mut().unwrap() = words.len() as u32;
+        if let Some(last) = wn.last_mut() {
+            *last = words.len() as u32;
+        }
         Stream { header, words_needed: wn, words, truncated: false }
     }
 }

@@ -63,9 +63,11 @@ fn fast_matches_pytorch_golden_and_candle() {
         let xi = &x[i * per..(i + 1) * per];
         let got = fast.eps(xi, 1, ti as usize).unwrap();
         e_torch = e_torch.max(max_err(&got, &want[i * per..(i + 1) * per]));
-        let cand = model.eps(xi, 1, ti as usize).unwrap();
+        let cand = model.eps_candle(xi, 1, ti as usize).unwrap();
         e_candle = e_candle.max(max_err(&got, &cand));
     }
+    // Model::eps runs the fast path
+    assert!(model.eps(&x[..per], 1, t[0] as usize).unwrap() == fast.eps(&x[..per], 1, t[0] as usize).unwrap());
     println!("max |fast - torch| = {e_torch:e}, max |fast - candle| = {e_candle:e}");
     assert!(e_torch < 1e-4, "fast vs PyTorch {e_torch}");
     assert!(e_candle < 1e-4, "fast vs candle {e_candle}");
@@ -149,3 +151,28 @@ fn fast_matches_candle_on_small_config() {
     println!("small config: max |fast - candle| = {e:e}");
     assert!(e < 1e-4, "{e}");
 }
+
+/// The exact output bits on the tiny fixture. Streams depend on them: if this changes (a
+/// kernel's arithmetic changed), streams written before will not decode; bump the format.
+#[test]
+fn fast_output_bits_are_pinned() {
+    use sha2::Digest;
+    let (tensors, cfg) = tiny();
+    let (x, t, _) = golden();
+    let per = x.len() / t.len();
+    for be in [Backend::detect(), Backend::Scalar] {
+        let fast = FastUNet::with_backend(&tensors, &cfg, be).unwrap();
+        let mut hb = sha2::Sha256::new();
+        for (i, &ti) in t.iter().enumerate() {
+            for v in fast.eps(&x[i * per..(i + 1) * per], 1, ti as usize).unwrap() {
+                hb.update(v.to_bits().to_le_bytes());
+            }
+        }
+        let d: [u8; 32] = hb.finalize().into();
+        let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+        println!("{be:?}: {hex}");
+        assert_eq!(hex, PINNED, "FastUNet output bits changed ({be:?})");
+    }
+}
+
+const PINNED: &str = "14b10dc80f881388bd13639f80fd136843dfe5e062b47006dadc6afd3c0d6de4";

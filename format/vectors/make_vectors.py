@@ -31,9 +31,10 @@ def exp_golomb(values):
 # The image the lossless step would decode: 3 x 2 RGB, samples 0..17.
 PIXELS = bytes(range(18))
 
-TAUS = [500, 1000]
+TAUS = [10, 500, 1000]
 WORDS = [0xDEADBEEF, 0x00000001, 0x12345678, 0xCAFEBABE, 0x00000000]
-WORDS_NEEDED = [1, 3, 5]  # packets: step 2 (tau 1000), step 1 (tau 500), lossless
+# packets (P = (K - 1) + 1 = 3): 1000 -> 500, 500 -> 10, lossless pixels given x_10
+WORDS_NEEDED = [1, 3, 5]
 
 
 def valid_stream() -> bytes:

@@ -148,7 +148,13 @@ mod tests {
         let n = w.bit_len();
         let bytes = w.finish();
         (0..n)
-            .map(|i| if (bytes[i / 8] >> (7 - i % 8)) & 1 == 1 { '1' } else { '0' })
+            .map(|i| {
+                if (bytes[i / 8] >> (7 - i % 8)) & 1 == 1 {
+                    '1'
+                } else {
+                    '0'
+                }
+            })
             .collect()
     }
 
@@ -164,7 +170,19 @@ mod tests {
 
     #[test]
     fn round_trip_edge_values() {
-        let vals = [0u32, 1, 2, 3, 254, 255, 256, 65535, 1 << 31, u32::MAX - 1, u32::MAX];
+        let vals = [
+            0u32,
+            1,
+            2,
+            3,
+            254,
+            255,
+            256,
+            65535,
+            1 << 31,
+            u32::MAX - 1,
+            u32::MAX,
+        ];
         let mut w = BitWriter::new();
         for &v in &vals {
             w.write_ue(v);

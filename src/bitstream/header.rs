@@ -46,7 +46,9 @@ impl TryFrom<u8> for Channels {
             1 => Ok(Channels::Grey),
             3 => Ok(Channels::Rgb),
             4 => Ok(Channels::Rgba),
-            _ => Err(format_err(format!("unknown channels code {v} (expected 1, 3 or 4)"))),
+            _ => Err(format_err(format!(
+                "unknown channels code {v} (expected 1, 3 or 4)"
+            ))),
         }
     }
 }
@@ -74,7 +76,9 @@ impl TryFrom<u8> for ColourMode {
         match v {
             0 => Ok(ColourMode::Rgb),
             1 => Ok(ColourMode::GreyReplicated),
-            _ => Err(format_err(format!("unknown colour_mode code {v} (expected 0 or 1)"))),
+            _ => Err(format_err(format!(
+                "unknown colour_mode code {v} (expected 0 or 1)"
+            ))),
         }
     }
 }
@@ -102,7 +106,9 @@ impl TryFrom<u8> for VarianceCode {
         match v {
             0 => Ok(VarianceCode::Small),
             1 => Ok(VarianceCode::Large),
-            _ => Err(format_err(format!("unknown variance code {v} (expected 0 or 1)"))),
+            _ => Err(format_err(format!(
+                "unknown variance code {v} (expected 0 or 1)"
+            ))),
         }
     }
 }
@@ -163,7 +169,7 @@ impl Header {
     /// the last chain step x_{τ_1} → x_0 is not channel-simulated), plus one for the lossless
     /// final step that codes x_0's pixels.
     pub fn num_packets(&self) -> usize {
-        self.taus.len() - 1 + usize::from(self.lossless)
+        self.taus.len().saturating_sub(1) + usize::from(self.lossless)
     }
 
     /// The `flags` byte.
@@ -598,7 +604,10 @@ mod tests {
             h.validate(&l).unwrap_err()
         };
         assert!(matches!(bad(&|h| h.width = 0), Error::Format(_)));
-        assert!(matches!(bad(&|h| h.width = 65536), Error::LimitsExceeded(_)));
+        assert!(matches!(
+            bad(&|h| h.width = 65536),
+            Error::LimitsExceeded(_)
+        ));
         assert!(matches!(
             bad(&|h| {
                 h.width = 65535;
@@ -606,13 +615,24 @@ mod tests {
             }),
             Error::LimitsExceeded(_)
         ));
-        assert!(matches!(bad(&|h| h.channels = Channels::Grey), Error::Format(_)));
-        assert!(matches!(bad(&|h| h.tile_size = 64), Error::Format(m) if m.contains("tile_size 64")));
+        assert!(matches!(
+            bad(&|h| h.channels = Channels::Grey),
+            Error::Format(_)
+        ));
+        assert!(
+            matches!(bad(&|h| h.tile_size = 64), Error::Format(m) if m.contains("tile_size 64"))
+        );
         assert!(matches!(bad(&|h| h.batch_tiles = 0), Error::Format(_)));
-        assert!(matches!(bad(&|h| h.batch_tiles = 4097), Error::LimitsExceeded(_)));
+        assert!(matches!(
+            bad(&|h| h.batch_tiles = 4097),
+            Error::LimitsExceeded(_)
+        ));
         assert!(matches!(bad(&|h| h.taus = vec![]), Error::Format(_)));
         assert!(matches!(bad(&|h| h.taus = vec![0, 1000]), Error::Format(_)));
-        assert!(matches!(bad(&|h| h.taus = vec![5, 5, 1000]), Error::Format(_)));
+        assert!(matches!(
+            bad(&|h| h.taus = vec![5, 5, 1000]),
+            Error::Format(_)
+        ));
         assert!(matches!(bad(&|h| h.taus = vec![5, 999]), Error::Format(_)));
         assert!(matches!(
             bad(&|h| {
@@ -622,9 +642,18 @@ mod tests {
             Error::LimitsExceeded(_)
         ));
         assert!(matches!(bad(&|h| h.chunk_bits_q8 = 0), Error::Format(_)));
-        assert!(matches!(bad(&|h| h.max_log2_candidates = 33), Error::Format(_)));
-        assert!(matches!(bad(&|h| h.min_log2_candidates = 17), Error::Format(_)));
-        assert!(matches!(bad(&|h| h.body_words = u32::MAX), Error::LimitsExceeded(_)));
+        assert!(matches!(
+            bad(&|h| h.max_log2_candidates = 33),
+            Error::Format(_)
+        ));
+        assert!(matches!(
+            bad(&|h| h.min_log2_candidates = 17),
+            Error::Format(_)
+        ));
+        assert!(matches!(
+            bad(&|h| h.body_words = u32::MAX),
+            Error::LimitsExceeded(_)
+        ));
         let mut g = sample();
         g.channels = Channels::Grey;
         g.colour_mode = ColourMode::GreyReplicated;
@@ -644,6 +673,9 @@ mod tests {
     fn model_check() {
         let h = sample();
         h.check_model(&[7; 32]).unwrap();
-        assert!(matches!(h.check_model(&[8; 32]), Err(Error::ModelMismatch(_))));
+        assert!(matches!(
+            h.check_model(&[8; 32]),
+            Err(Error::ModelMismatch(_))
+        ));
     }
 }

@@ -119,7 +119,9 @@ fn le_u32(bytes: &[u8], at: usize) -> Option<u32> {
 pub fn read_magic(bytes: &[u8]) -> Result<()> {
     let n = bytes.len().min(4);
     if bytes[..n] != MAGIC[..n] {
-        return Err(format_err("bad magic: not a ddpm-codec stream (expected \"DDPC\")"));
+        return Err(format_err(
+            "bad magic: not a ddpm-codec stream (expected \"DDPC\")",
+        ));
     }
     if n < 4 {
         return Err(truncated_header("magic", 4, bytes.len()));
@@ -129,7 +131,9 @@ pub fn read_magic(bytes: &[u8]) -> Result<()> {
 
 /// Reads the format version (offset 4); only version 1 is accepted.
 pub fn read_version(bytes: &[u8]) -> Result<u8> {
-    let v = *bytes.get(4).ok_or_else(|| truncated_header("version", 5, bytes.len()))?;
+    let v = *bytes
+        .get(4)
+        .ok_or_else(|| truncated_header("version", 5, bytes.len()))?;
     if v != VERSION {
         return Err(format_err(format!(
             "unsupported format version {v} (this reader supports {VERSION})"
@@ -188,12 +192,7 @@ pub fn read_step_table(
     let len = le_u32(bytes, offset)
         .ok_or_else(|| truncated_header("table_len", need, bytes.len()))? as usize;
     let p = header.num_packets();
-    let structural = table::max_table_len(p);
-    if len == 0 || len > structural {
-        return Err(format_err(format!(
-            "table_len {len} outside 1..={structural} for {p} packets"
-        )));
-    }
+    table::check_table_len(len, p)?;
     if len > limits.max_table_len as usize {
         return Err(Error::LimitsExceeded(format!(
             "table_len {len} exceeds the limit {}",
@@ -301,9 +300,8 @@ pub fn write_stream(stream: &Stream) -> Result<Vec<u8>> {
             )));
         }
     } else {
-        header.body_words = u32::try_from(stream.words.len()).map_err(|_| {
-            Error::LimitsExceeded(format!("body of {} words", stream.words.len()))
-        })?;
+        header.body_words = u32::try_from(stream.words.len())
+            .map_err(|_| Error::LimitsExceeded(format!("body of {} words", stream.words.len())))?;
         let mut h = crc32fast::Hasher::new();
         for w in &stream.words {
             h.update(&w.to_le_bytes());
@@ -341,7 +339,7 @@ mod tests {
                 tile_size: 32,
                 batch_tiles: 2,
                 t_max: 1000,
-                taus: vec![50, 300, 1000],
+                taus: vec![10, 50, 300, 1000],
                 variance: VarianceCode::Large,
                 chunk_bits_q8: 2560,
                 margin_bits: 7,
@@ -397,10 +395,24 @@ mod tests {
 
     #[test]
     fn short_inputs() {
-        for b in [&b""[..], b"D", b"DDP", b"DDPC", b"DDPC\x01", b"DDPC\x01\x51\x00"] {
-            assert!(matches!(read_stream(b, &Limits::default()), Err(Error::Format(_))));
+        for b in [
+            &b""[..],
+            b"D",
+            b"DDP",
+            b"DDPC",
+            b"DDPC\x01",
+            b"DDPC\x01\x51\x00",
+        ] {
+            assert!(matches!(
+                read_stream(b, &Limits::default()),
+                Err(Error::Format(_))
+            ));
         }
-        assert!(matches!(read_stream(b"X", &Limits::default()), Err(Error::Format(m)) if m.contains("magic")));
-        assert!(matches!(read_stream(b"DDPC\x02", &Limits::default()), Err(Error::Format(m)) if m.contains("version")));
+        assert!(
+            matches!(read_stream(b"X", &Limits::default()), Err(Error::Format(m)) if m.contains("magic"))
+        );
+        assert!(
+            matches!(read_stream(b"DDPC\x02", &Limits::default()), Err(Error::Format(m)) if m.contains("version"))
+        );
     }
 }

@@ -9,6 +9,19 @@ pub fn max_table_len(num_packets: usize) -> usize {
     (num_packets * MAX_UE_BITS).div_ceil(8)
 }
 
+/// Structural rule for `table_len`: 0 exactly when there are no packets, at most
+/// `ceil(65 P / 8)` otherwise.
+pub fn check_table_len(table_len: usize, num_packets: usize) -> Result<()> {
+    let max = max_table_len(num_packets);
+    let min = usize::from(num_packets > 0);
+    if table_len < min || table_len > max {
+        return Err(format_err(format!(
+            "table_len {table_len} outside {min}..={max} for {num_packets} packets"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks that `words_needed` has `num_packets` entries, is non-decreasing, and ends at
 /// `body_words`.
 pub fn check_words_needed(words_needed: &[u32], num_packets: usize, body_words: u32) -> Result<()> {
@@ -26,13 +39,14 @@ pub fn check_words_needed(words_needed: &[u32], num_packets: usize, body_words: 
             words_needed[i + 1]
         )));
     }
-    match words_needed.last() {
-        Some(&last) if last == body_words => Ok(()),
-        Some(&last) => Err(format_err(format!(
+    // With no packets (K = 1, no lossless step) the body must be empty.
+    let last = words_needed.last().copied().unwrap_or(0);
+    if last != body_words {
+        return Err(format_err(format!(
             "last words_needed {last} differs from body_words {body_words}"
-        ))),
-        None => Err(format_err("step table is empty")),
+        )));
     }
+    Ok(())
 }
 
 /// Encodes the table bytes (no length or CRC). Does not validate.
@@ -49,12 +63,10 @@ pub fn encode_table(words_needed: &[u32]) -> Vec<u8> {
 /// Decodes exactly `num_packets` entries from exactly the table bytes (CRC already checked),
 /// and checks the rules of § 3 including `words_needed[P − 1] = body_words`.
 pub fn decode_table(table: &[u8], num_packets: usize, body_words: u32) -> Result<Vec<u32>> {
-    if table.is_empty() || table.len() > max_table_len(num_packets) {
-        return Err(format_err(format!(
-            "table_len {} outside 1..={} for {num_packets} packets",
-            table.len(),
-            max_table_len(num_packets)
-        )));
+    check_table_len(table.len(), num_packets)?;
+    if num_packets == 0 {
+        check_words_needed(&[], 0, body_words)?;
+        return Ok(Vec::new());
     }
     let mut r = BitReader::new(table);
     // num_packets ≤ 65536 (checked header); each entry costs at least one table bit.
@@ -62,9 +74,9 @@ pub fn decode_table(table: &[u8], num_packets: usize, body_words: u32) -> Result
     let mut sum = 0u32;
     for i in 0..num_packets {
         let d = r.read_ue()?;
-        sum = sum.checked_add(d).ok_or_else(|| {
-            format_err(format!("step table: words_needed[{i}] exceeds 2^32 - 1"))
-        })?;
+        sum = sum
+            .checked_add(d)
+            .ok_or_else(|| format_err(format!("step table: words_needed[{i}] exceeds 2^32 - 1")))?;
         out.push(sum);
     }
     r.finish_padded()?;
@@ -84,6 +96,14 @@ mod tests {
     }
 
     #[test]
+    fn no_packets() {
+        assert!(encode_table(&[]).is_empty());
+        assert_eq!(decode_table(&[], 0, 0).unwrap(), Vec::<u32>::new());
+        check_words_needed(&[], 0, 0).unwrap();
+        assert!(check_words_needed(&[], 0, 3).is_err());
+    }
+
+    #[test]
     fn zero_deltas_cost_one_bit() {
         let wn = vec![0u32; 16];
         assert_eq!(encode_table(&wn), vec![0xFF, 0xFF]);
@@ -97,6 +117,8 @@ mod tests {
         assert!(decode_table(&[0x4D, 0x81], 3, 5).is_err()); // padding
         assert!(decode_table(&[0x4D], 3, 5).is_err()); // runs past
         assert!(decode_table(&[], 1, 0).is_err());
+        assert!(decode_table(&[0x80], 0, 0).is_err());
+        assert!(decode_table(&[], 0, 1).is_err());
         // overflow of the running sum: u32::MAX then 1
         let mut w = BitWriter::new();
         w.write_ue(u32::MAX);

@@ -150,6 +150,172 @@ pub fn run_command(cli: Cli) -> Result<()> {
             pb.finish_and_clear();
             eprintln!("wrote {}", output.display());
         }
+        Command::Rd {
+            input,
+            limit,
+            chain,
+            rcc,
+            batch_tiles,
+            recon,
+            ddim_points,
+            classical,
+            csv,
+            json,
+            plot,
+            strip,
+            strip_frames,
+        } => {
+            run_rd(&cli, input, *limit, chain, rcc, *batch_tiles, recon, *ddim_points, *classical, csv, json, plot, strip, *strip_frames)?;
+        }
+        Command::BenchLossless { input, limit, chain, rcc, batch_tiles, no_verify, json } => {
+            use ddpm_codec::eval::{classical::Tools, rd};
+            let model = Model::load(cli.model.as_deref())?;
+            let images = rd::load_inputs(input, *limit)?;
+            let mut p = params(chain, rcc)?;
+            p.batch_tiles = *batch_tiles;
+            let tools = Tools::detect();
+            let pb = bar(quiet, "lossless");
+            let rep = rd::bench_lossless(&model, &images, &p, &tools, !no_verify, &mut tick(&pb))?;
+            pb.finish_and_clear();
+            print!("{}", rep.table());
+            if let Some(j) = json {
+                write_json(j, &rep)?;
+                eprintln!("wrote {}", j.display());
+            }
+            let failures: usize = rep.codecs.iter().map(|c| c.failures).sum();
+            if failures > 0 {
+                return Err(Error::Checksum(format!("{failures} lossless round trips were not bit-exact (see the table)")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `rd`: our curves from one encode per image, optionally the classical codecs, then files.
+#[allow(clippy::too_many_arguments)]
+fn run_rd(
+    cli: &Cli,
+    input: &Path,
+    limit: Option<usize>,
+    chain: &ChainArgs,
+    rcc: &RccArgs,
+    batch_tiles: usize,
+    recon: &str,
+    ddim_points: usize,
+    classical: bool,
+    csv: &Option<std::path::PathBuf>,
+    json: &Option<std::path::PathBuf>,
+    plot: &Option<std::path::PathBuf>,
+    strip: &Option<std::path::PathBuf>,
+    strip_frames: usize,
+) -> Result<()> {
+    use ddpm_codec::eval::{classical::Tools, plot as rdplot, rd};
+    let quiet = cli.quiet;
+    let model = Model::load(cli.model.as_deref())?;
+    let images = rd::load_inputs(input, limit)?;
+    let mut p = params(chain, rcc)?;
+    p.batch_tiles = batch_tiles;
+    let mode: rd::ReconMode = recon.parse()?;
+    let opts = rd::RdOptions { recon: mode, ddim_points: ddim_points.max(1), keep_frames: strip.is_some() };
+    let pb = bar(quiet, "rd");
+    let (per_image, ddim_prefixes) = rd::run_rd(&model, &images, &p, &opts, &mut tick(&pb))?;
+    pb.finish_and_clear();
+    let mut curves = rd::ours_curves(&per_image, mode)?;
+    let mut notes = Vec::new();
+    if classical {
+        let tools = Tools::detect();
+        let pb = bar(quiet, "classical");
+        let (c, n) = rd::classical_curves(&tools, &images, &mut tick(&pb))?;
+        pb.finish_and_clear();
+        curves.extend(c);
+        notes = n;
+    }
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
+    print!("{}", rd::summary(&curves));
+    let k = p.schedule.steps();
+    // the strip: first image, frames spread evenly in bytes, the last one the lossless end
+    let mut strip_info = Vec::new();
+    if let Some(sp) = strip {
+        let first = &per_image[0];
+        let lossy: Vec<usize> = first.onestep.iter().filter(|q| q.packets < k).map(|q| q.bytes).collect();
+        let lossless = p.lossless;
+        let want = strip_frames.max(2) - usize::from(lossless);
+        let picks = rd::pick_prefixes(&lossy, want);
+        let mut frames = Vec::new();
+        for &m in &picks {
+            frames.push(first.frames[m].clone());
+            strip_info.push(&first.onestep[m]);
+        }
+        if lossless {
+            frames.push(images[0].image.clone());
+            strip_info.push(first.onestep.last().expect("lossless end"));
+        }
+        let scale = (128 / first.width.max(first.height)).max(1);
+        rdplot::strip_png(sp, &frames, scale)?;
+        eprintln!("wrote {} ({}: one-step reconstructions at {} prefixes, x{scale})", sp.display(), first.name, frames.len());
+        for q in &strip_info {
+            let d = ddpm_codec::eval::metrics::Distortion::from_mse(q.mse);
+            eprintln!(
+                "  m = {:>4} packets, t = {:>4}: {:.3} bpp actual ({} bytes), {:.3} bpp ideal, RMSE {:.2}, PSNR {:.2} dB",
+                q.packets,
+                q.t,
+                q.bytes as f64 * 8.0 / first.pixels as f64,
+                q.bytes,
+                q.ideal_bits / first.pixels as f64,
+                d.rmse,
+                d.psnr
+            );
+        }
+    }
+    if let Some(c) = csv {
+        std::fs::write(c, rd::to_csv(&curves))?;
+        eprintln!("wrote {}", c.display());
+    }
+    if let Some(j) = json {
+        let meta = serde_json::json!({
+            "images": images.len(),
+            "image_names": images.iter().map(|i| i.name.clone()).collect::<Vec<_>>(),
+            "steps": k,
+            "spacing": chain.spacing,
+            "variance": chain.variance,
+            "taus": p.schedule.taus(),
+            "rcc": p.rcc,
+            "seed": p.seed,
+            "model_sha256": model.sha256_hex(),
+            "recon": recon,
+            "ddim_prefixes": ddim_prefixes,
+            "notes": notes,
+            "per_image": per_image.iter().map(|r| serde_json::json!({
+                "name": r.name,
+                "file_bytes": r.file_bytes,
+                "actual_bpd": r.file_bytes as f64 * 8.0 / r.dims as f64,
+                "ideal_bpd": r.ideal_bits / r.dims as f64,
+                "encode_seconds": r.encode_seconds,
+            })).collect::<Vec<_>>(),
+            "strip": strip_info.iter().map(|q| serde_json::json!({
+                "packets": q.packets,
+                "t": q.t,
+                "bytes": q.bytes,
+                "bpp": q.bytes as f64 * 8.0 / per_image[0].pixels as f64,
+                "ideal_bpp": q.ideal_bits / per_image[0].pixels as f64,
+                "rmse": q.mse.sqrt(),
+            })).collect::<Vec<_>>(),
+        });
+        write_json(j, &rd::to_json(&curves, meta))?;
+        eprintln!("wrote {}", j.display());
+    }
+    if let Some(pl) = plot {
+        let title = format!(
+            "ddpm-codec vs classical codecs: {} image{}, {} steps ({} spacing)",
+            images.len(),
+            if images.len() == 1 { "" } else { "s" },
+            k,
+            chain.spacing
+        );
+        rdplot::rd_plot(pl, &title, &rdplot::series_from_curves(&curves))?;
+        eprintln!("wrote {}", pl.display());
     }
     Ok(())
 }

@@ -133,6 +133,66 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Rate–distortion curves of the progressive code (every prefix: ideal and actual rate,
+    /// RMSE/PSNR), optionally beside JPEG, WebP and JPEG XL on the same images.
+    Rd {
+        /// An image, a folder of PNG/JPEG images, or a CIFAR-10 folder (test_batch.bin: test split).
+        input: PathBuf,
+        /// At most this many images.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        chain: ChainArgs,
+        #[command(flatten)]
+        rcc: RccArgs,
+        /// Tiles per network call (fixed in the stream).
+        #[arg(long, default_value_t = 64)]
+        batch_tiles: usize,
+        /// Reconstruction after a prefix: onestep (free: from the encode pass), ddim (decoder,
+        /// ≈ K network calls per prefix) or both.
+        #[arg(long, default_value = "onestep")]
+        recon: String,
+        /// Prefixes (spread evenly in bytes) at which DDIM is evaluated.
+        #[arg(long, default_value_t = 10)]
+        ddim_points: usize,
+        /// Also run the classical codecs (cjpeg, cwebp, cjxl on PATH; absent ones are skipped).
+        #[arg(long)]
+        classical: bool,
+        /// Write the RD table as CSV.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// Write the curves as JSON (CompressAI's layout; other curves under "others").
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write the two-panel RD plot (PNG).
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// Write the first image's reconstructions at ~8 prefixes as one PNG row.
+        #[arg(long)]
+        strip: Option<PathBuf>,
+        /// Frames of the strip (the last is the lossless end).
+        #[arg(long, default_value_t = 8)]
+        strip_frames: usize,
+    },
+    /// Lossless bits/dim (whole files) of ddpm-codec beside PNG, WebP lossless and JPEG XL
+    /// lossless on the same images, with bit-exact round-trip checks.
+    BenchLossless {
+        /// A folder of PNG/JPEG images, a CIFAR-10 folder (test split), or one image.
+        input: PathBuf,
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        chain: ChainArgs,
+        #[command(flatten)]
+        rcc: RccArgs,
+        #[arg(long, default_value_t = 64)]
+        batch_tiles: usize,
+        /// Skip decoding our streams (no round-trip check; halves the time).
+        #[arg(long)]
+        no_verify: bool,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 /// Parses arguments and runs the command.

@@ -1,3 +1,7 @@
 //! Reports: bits/dim of a data set under the model.
 
 pub mod nll;
+pub mod metrics;
+pub mod classical;
+pub mod rd;
+pub mod plot;

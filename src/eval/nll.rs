@@ -125,7 +125,7 @@ pub fn run_nll(
 ) -> Result<NllReport> {
     let (c, h, w) = denoiser.image_shape();
     let d = c * h * w;
-    if d == 0 || images.is_empty() || images.len() % d != 0 {
+    if d == 0 || images.is_empty() || !images.len().is_multiple_of(d) {
         return Err(Error::Parameter(format!(
             "{} bytes are not whole {c}x{h}x{w} images",
             images.len()
@@ -157,7 +157,10 @@ pub fn run_nll(
     let mut start = 0;
     while start < n {
         let m = chunk.min(n - start);
-        let x0: Vec<f32> = images[start * d..(start + m) * d].iter().map(|&v| to_model_range(v)).collect();
+        let x0: Vec<f32> = images[start * d..(start + m) * d]
+            .iter()
+            .map(|&v| to_model_range(v))
+            .collect();
         let s = mix_seed(seed, start as u64, mode as u64);
         let base = done_units;
         let r = match mode {
@@ -228,11 +231,35 @@ impl NllReport {
             self.images, self.steps, self.t_max, self.mode, self.variance
         );
         let _ = writeln!(s, "  {:<28} {:>10.6}", "L_T prior", self.prior_bpd);
-        let _ = writeln!(s, "  {:<28} {:>10.6}{}", "L_1..L_{K-1} rate (KL terms)", self.terms_bpd, pm(self.terms_ci95));
-        let _ = writeln!(s, "  {:<28} {:>10.6}", "L_0 distortion (decoder)", self.l0_bpd);
-        let _ = writeln!(s, "  {:<28} {:>10.6}{}", "total", self.total_bits_per_dim, pm(self.total_ci95));
+        let _ = writeln!(
+            s,
+            "  {:<28} {:>10.6}{}",
+            "L_1..L_{K-1} rate (KL terms)",
+            self.terms_bpd,
+            pm(self.terms_ci95)
+        );
+        let _ = writeln!(
+            s,
+            "  {:<28} {:>10.6}",
+            "L_0 distortion (decoder)", self.l0_bpd
+        );
+        let _ = writeln!(
+            s,
+            "  {:<28} {:>10.6}{}",
+            "total",
+            self.total_bits_per_dim,
+            pm(self.total_ci95)
+        );
         if self.total_ci95.is_some() {
-            let _ = writeln!(s, "  (± : 95% CI half-width over images{})", if self.mode == NllMode::RandomT { " and sampled steps" } else { "" });
+            let _ = writeln!(
+                s,
+                "  (± : 95% CI half-width over images{})",
+                if self.mode == NllMode::RandomT {
+                    " and sampled steps"
+                } else {
+                    ""
+                }
+            );
         }
         s
     }
@@ -254,7 +281,9 @@ mod tests {
             let ab = self.full.alpha_bar_at(t);
             Ok(x.iter()
                 .enumerate()
-                .map(|(k, &v)| ((v as f64 - ab.sqrt() * self.x0[k % d] as f64) / (1.0 - ab).sqrt()) as f32)
+                .map(|(k, &v)| {
+                    ((v as f64 - ab.sqrt() * self.x0[k % d] as f64) / (1.0 - ab).sqrt()) as f32
+                })
                 .collect())
         }
         fn image_shape(&self) -> (usize, usize, usize) {
@@ -266,7 +295,13 @@ mod tests {
         let img: Vec<u8> = vec![0, 255, 3, 128, 77, 200];
         let x0 = img.iter().map(|&v| to_model_range(v)).collect();
         let imgs = [img.clone(), img.clone(), img.clone(), img].concat();
-        (Oracle { x0, full: Schedule::linear(1000).unwrap() }, imgs)
+        (
+            Oracle {
+                x0,
+                full: Schedule::linear(1000).unwrap(),
+            },
+            imgs,
+        )
     }
 
     #[test]
@@ -274,7 +309,17 @@ mod tests {
         let (o, imgs) = fixture();
         let sched = Schedule::even(1000, 20).unwrap();
         let mut last = (0, 0);
-        let r = run_nll(&o, &imgs, &sched, Variance::Small, NllMode::Exact, 3, 1, &mut |a, b| last = (a, b)).unwrap();
+        let r = run_nll(
+            &o,
+            &imgs,
+            &sched,
+            Variance::Small,
+            NllMode::Exact,
+            3,
+            1,
+            &mut |a, b| last = (a, b),
+        )
+        .unwrap();
         assert_eq!(last, (80, 80));
         assert_eq!((r.images, r.steps, r.dims), (4, 20, 6));
         assert!(r.terms_bpd.abs() < 1e-5);
@@ -285,7 +330,16 @@ mod tests {
         // all images are the same and the optimum is exact: zero spread
         assert!(r.total_ci95.unwrap() < 1e-5);
         let json = serde_json::to_value(&r).unwrap();
-        for key in ["images", "steps", "mode", "prior_bpd", "terms_bpd", "l0_bpd", "total_bits_per_dim", "total_ci95"] {
+        for key in [
+            "images",
+            "steps",
+            "mode",
+            "prior_bpd",
+            "terms_bpd",
+            "l0_bpd",
+            "total_bits_per_dim",
+            "total_ci95",
+        ] {
             assert!(json.get(key).is_some(), "{key}");
         }
         assert_eq!(json["mode"], "exact");
@@ -299,15 +353,55 @@ mod tests {
     fn random_t_report_and_errors() {
         let (o, imgs) = fixture();
         let sched = Schedule::even(1000, 20).unwrap();
-        let exact = run_nll(&o, &imgs, &sched, Variance::Small, NllMode::Exact, 4, 1, &mut |_, _| {}).unwrap();
-        let r = run_nll(&o, &imgs, &sched, Variance::Small, NllMode::RandomT, 2, 1, &mut |_, _| {}).unwrap();
+        let exact = run_nll(
+            &o,
+            &imgs,
+            &sched,
+            Variance::Small,
+            NllMode::Exact,
+            4,
+            1,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        let r = run_nll(
+            &o,
+            &imgs,
+            &sched,
+            Variance::Small,
+            NllMode::RandomT,
+            2,
+            1,
+            &mut |_, _| {},
+        )
+        .unwrap();
         assert_eq!(r.mode, NllMode::RandomT);
         assert!(r.step_bpd.is_none());
         assert!((r.l0_bpd - exact.l0_bpd).abs() < 1e-4);
         assert!((r.total_bits_per_dim - exact.total_bits_per_dim).abs() < 1e-4);
         assert_eq!(serde_json::to_value(&r).unwrap()["mode"], "random-t");
-        assert!(run_nll(&o, &imgs[..7], &sched, Variance::Small, NllMode::Exact, 2, 1, &mut |_, _| {}).is_err());
-        assert!(run_nll(&o, &imgs, &sched, Variance::Small, NllMode::Exact, 0, 1, &mut |_, _| {}).is_err());
+        assert!(run_nll(
+            &o,
+            &imgs[..7],
+            &sched,
+            Variance::Small,
+            NllMode::Exact,
+            2,
+            1,
+            &mut |_, _| {}
+        )
+        .is_err());
+        assert!(run_nll(
+            &o,
+            &imgs,
+            &sched,
+            Variance::Small,
+            NllMode::Exact,
+            0,
+            1,
+            &mut |_, _| {}
+        )
+        .is_err());
         assert_eq!("random_t".parse::<NllMode>().unwrap(), NllMode::RandomT);
         assert!("bogus".parse::<NllMode>().is_err());
     }

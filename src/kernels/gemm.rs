@@ -8,24 +8,49 @@
 
 use super::Backend;
 
-/// Where row `m` of A starts.
+/// Where row `m` of A (or C) starts.
 #[derive(Debug, Clone, Copy)]
 pub enum Rows {
-    /// Row `m` at `m * ld` (dense matrices, 1×1 convolutions).
+    /// Row `m` at `m * ld` (dense matrices, 1×1 convolutions, stacked images).
     Strided { ld: usize },
-    /// Output pixel `m = y * w_out + x` of a 3×3 convolution with `stride` over a padded
-    /// HWC input of width `wp` (`= w_in + 2`) and `cin` channels: its window's top-left.
-    Conv { w_out: usize, wp: usize, cin: usize, stride: usize },
+    /// Output pixel `m = (g * h_out + y) * w_out + x` of a 3×3 convolution with `stride`
+    /// over padded HWC inputs of width `wp` (`= w_in + 2`), `cin` channels, one image
+    /// every `img` floats: its window's top-left. (Also the pixel of a strided HWC output.)
+    Conv { w_out: usize, h_out: usize, img: usize, wp: usize, cin: usize, stride: usize },
 }
 
 impl Rows {
+    /// Rows of a 3×3 convolution of one image (`w_out × w_out` output).
+    pub fn conv(w_out: usize, wp: usize, cin: usize, stride: usize) -> Self {
+        Rows::Conv { w_out, h_out: w_out, img: 0, wp, cin, stride }
+    }
+
     #[inline(always)]
     fn off(&self, m: usize) -> usize {
         match *self {
             Rows::Strided { ld } => m * ld,
-            Rows::Conv { w_out, wp, cin, stride } => {
-                let (y, x) = (m / w_out, m % w_out);
-                (y * stride * wp + x * stride) * cin
+            Rows::Conv { w_out, h_out, img, wp, cin, stride } => {
+                let (g, r) = (m / (w_out * h_out), m % (w_out * h_out));
+                let (y, x) = (r / w_out, r % w_out);
+                g * img + (y * stride * wp + x * stride) * cin
+            }
+        }
+    }
+
+    /// The largest row offset among rows `0..m` (`m ≥ 1`).
+    fn max_off(&self, m: usize) -> usize {
+        match *self {
+            Rows::Strided { .. } => self.off(m - 1),
+            Rows::Conv { w_out, h_out, img, .. } => {
+                let hw = w_out * h_out;
+                let last = self.off(m - 1);
+                if m > hw {
+                    // the full image before the last one ends at row (g_last * hw - 1)
+                    last.max(self.off((m - 1) / hw * hw - 1))
+                } else {
+                    let _ = img;
+                    last
+                }
             }
         }
     }
@@ -40,15 +65,21 @@ impl Rows {
                     *o = (m + i.min(rows - 1)) * ld;
                 }
             }
-            Rows::Conv { w_out, wp, cin, stride } => {
-                let (mut y, mut x) = (m / w_out, m % w_out);
+            Rows::Conv { w_out, h_out, img, wp, cin, stride } => {
+                let hw = w_out * h_out;
+                let (mut g, r) = (m / hw, m % hw);
+                let (mut y, mut x) = (r / w_out, r % w_out);
                 for (i, o) in out.iter_mut().enumerate() {
-                    *o = (y * stride * wp + x * stride) * cin;
+                    *o = g * img + (y * stride * wp + x * stride) * cin;
                     if i + 1 < rows {
                         x += 1;
                         if x == w_out {
                             x = 0;
                             y += 1;
+                            if y == h_out {
+                                y = 0;
+                                g += 1;
+                            }
                         }
                     }
                 }
@@ -115,20 +146,23 @@ pub fn gemm(
     // distinct C rows (threads write disjoint rows)
     match crows {
         Rows::Strided { ld } => assert!(n <= ld || m == 1, "gemm: n {n} > ldc {ld}"),
-        Rows::Conv { w_out, wp, cin, stride } => assert!(n <= cin && stride >= 1 && w_out * stride <= wp, "gemm: C rows overlap"),
+        Rows::Conv { w_out, h_out, img, wp, cin, stride } => assert!(
+            n <= cin && stride >= 1 && w_out * stride <= wp && (m <= w_out * h_out || img >= h_out * stride * wp * cin),
+            "gemm: C rows overlap"
+        ),
     }
     if k > 0 {
         let tmax = *taps.iter().max().unwrap();
         assert!(taps.iter().all(|&t| t >= 0));
-        assert!(arows.off(m - 1) + tmax as usize + kt <= a.len(), "gemm: A too short");
+        assert!(arows.max_off(m) + tmax as usize + kt <= a.len(), "gemm: A too short");
         assert!((k - 1) * ldb + n <= b.len(), "gemm: B too short");
     }
-    assert!(crows.off(m - 1) + n <= c.len(), "gemm: C too short");
+    assert!(crows.max_off(m) + n <= c.len(), "gemm: C too short");
     let initp = match init {
         Init::Zero => std::ptr::null(),
         Init::C => c.as_ptr(),
         Init::From(r) => {
-            assert!(crows.off(m - 1) + n <= r.len(), "gemm: init too short");
+            assert!(crows.max_off(m) + n <= r.len(), "gemm: init too short");
             r.as_ptr()
         }
     };

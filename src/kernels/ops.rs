@@ -51,6 +51,62 @@ pub fn silu_scalar(y: f32) -> f32 {
     y * r
 }
 
+/// (sin x, cos x), correctly rounded to f32 in nearly all cases, from IEEE f64 arithmetic
+/// only (no libm): the same bits on every platform. For |x| ≲ 1e6.
+pub fn sin_cos(x: f32) -> (f32, f32) {
+    const PIO2_HI: f64 = 1.570_796_326_794_896_6;
+    const PIO2_LO: f64 = 6.123_233_995_736_766e-17;
+    let x = x as f64;
+    let k = (x * std::f64::consts::FRAC_2_PI).round_ties_even();
+    let r = k.mul_add(-PIO2_LO, k.mul_add(-PIO2_HI, x));
+    let r2 = r * r;
+    // Taylor series to r^17 / r^18 on |r| ≤ π/4 (truncation < 1e-17)
+    let mut sp = 0f64;
+    for n in (1..=8).rev() {
+        // coefficient of r^(2n+1): (-1)^n / (2n+1)!
+        sp = sp.mul_add(r2, SIN_C[n]);
+    }
+    let s = sp.mul_add(r2 * r, r);
+    let mut cp = 0f64;
+    for n in (1..=9).rev() {
+        cp = cp.mul_add(r2, COS_C[n]);
+    }
+    let c = cp.mul_add(r2, 1.0);
+    let (s, c) = match (k as i64).rem_euclid(4) {
+        0 => (s, c),
+        1 => (c, -s),
+        2 => (-s, -c),
+        _ => (-c, s),
+    };
+    (s as f32, c as f32)
+}
+
+/// `SIN_C[n] = (-1)^n / (2n+1)!`
+const SIN_C: [f64; 9] = [
+    1.0,
+    -1.0 / 6.0,
+    1.0 / 120.0,
+    -1.0 / 5040.0,
+    1.0 / 362_880.0,
+    -1.0 / 39_916_800.0,
+    1.0 / 6_227_020_800.0,
+    -1.0 / 1_307_674_368_000.0,
+    1.0 / 355_687_428_096_000.0,
+];
+/// `COS_C[n] = (-1)^n / (2n)!`
+const COS_C: [f64; 10] = [
+    1.0,
+    -1.0 / 2.0,
+    1.0 / 24.0,
+    -1.0 / 720.0,
+    1.0 / 40_320.0,
+    -1.0 / 3_628_800.0,
+    1.0 / 479_001_600.0,
+    -1.0 / 87_178_291_200.0,
+    1.0 / 20_922_789_888_000.0,
+    -1.0 / 6_402_373_705_728_000.0,
+];
+
 /// `dst[p·ld + q] = [silu](src[p·ls + q] * scale[q] + shift[q])` for `npix` pixels of `c`
 /// channels (HWC maps with pixel strides `ls`, `ld`).
 #[allow(clippy::too_many_arguments)]
@@ -87,7 +143,7 @@ pub fn silu_inplace(be: Backend, x: &mut [f32]) {
 /// Per-channel sums over `npix` pixels (sequential in the pixel index), then `sq`: sums of
 /// `(x - center[c])²` instead (one FMA per term).
 fn channel_sums(be: Backend, x: &[f32], npix: usize, c: usize, center: Option<&[f32]>, out: &mut [f32]) {
-    assert!(x.len() >= npix * c && out.len() >= c);
+    assert!(x.len() >= npix * c && out.len() >= c && center.is_none_or(|s| s.len() >= c));
     #[cfg(target_arch = "x86_64")]
     if be == Backend::Avx512 {
         unsafe { avx512::channel_sums(x.as_ptr(), npix, c, center.map(|s| s.as_ptr()), out.as_mut_ptr()) };
@@ -114,7 +170,7 @@ fn channel_sums(be: Backend, x: &[f32], npix: usize, c: usize, center: Option<&[
 }
 
 /// GroupNorm of an HWC map as a per-channel affine map: `y = x * scale[c] + shift[c]`.
-/// `tmp` needs `2c` floats.
+/// `tmp`: scratch.
 #[allow(clippy::too_many_arguments)]
 pub fn group_norm_affine(
     be: Backend,
@@ -129,13 +185,36 @@ pub fn group_norm_affine(
     shift: &mut [f32],
     tmp: &mut Vec<f32>,
 ) {
-    assert!(groups > 0 && c % groups == 0);
+    group_norm_affine_parts(be, &[(x, c)], npix, groups, eps, gamma, beta, scale, shift, tmp);
+}
+
+/// [`group_norm_affine`] of the channel concatenation of HWC maps `parts` (`(map, channels)`),
+/// without building it (same result as on the concatenated map).
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_affine_parts(
+    be: Backend,
+    parts: &[(&[f32], usize)],
+    npix: usize,
+    groups: usize,
+    eps: f32,
+    gamma: &[f32],
+    beta: &[f32],
+    scale: &mut [f32],
+    shift: &mut [f32],
+    tmp: &mut Vec<f32>,
+) {
+    let c: usize = parts.iter().map(|p| p.1).sum();
+    assert!(groups > 0 && c % groups == 0 && gamma.len() >= c && beta.len() >= c && scale.len() >= c && shift.len() >= c);
     let cg = c / groups;
     let cnt = (npix * cg) as f32;
-    tmp.resize(2 * c, 0.0);
-    let (sums, center) = tmp.split_at_mut(c);
-    channel_sums(be, x, npix, c, None, sums);
-    let mut mean = vec![0f32; groups];
+    tmp.resize(2 * c + groups, 0.0);
+    let (sums, rest) = tmp.split_at_mut(c);
+    let (center, mean) = rest.split_at_mut(c);
+    let mut q0 = 0;
+    for &(x, cp) in parts {
+        channel_sums(be, x, npix, cp, None, &mut sums[q0..q0 + cp]);
+        q0 += cp;
+    }
     for g in 0..groups {
         let mut s = 0f32;
         for q in g * cg..(g + 1) * cg {
@@ -144,7 +223,11 @@ pub fn group_norm_affine(
         mean[g] = s / cnt;
         center[g * cg..(g + 1) * cg].fill(mean[g]);
     }
-    channel_sums(be, x, npix, c, Some(center), sums);
+    let mut q0 = 0;
+    for &(x, cp) in parts {
+        channel_sums(be, x, npix, cp, Some(&center[q0..q0 + cp]), &mut sums[q0..q0 + cp]);
+        q0 += cp;
+    }
     for g in 0..groups {
         let mut s = 0f32;
         for q in g * cg..(g + 1) * cg {
@@ -193,6 +276,15 @@ pub fn softmax_rows(be: Backend, s: &mut [f32], rows: usize, n: usize, ld: usize
 /// `dst[c * ldd + p] = src[p * lds + c]` for `p < npix`, `c < ch` (16×16 blocks).
 pub fn transpose(src: &[f32], lds: usize, npix: usize, ch: usize, dst: &mut [f32], ldd: usize) {
     const B: usize = 16;
+    if npix == 0 || ch == 0 {
+        return;
+    }
+    assert!((npix - 1) * lds + ch <= src.len() && (ch - 1) * ldd + npix <= dst.len());
+    #[cfg(target_arch = "x86_64")]
+    if npix % B == 0 && ch % B == 0 && super::use_avx512() {
+        unsafe { avx512::transpose16(src.as_ptr(), lds, npix, ch, dst.as_mut_ptr(), ldd) };
+        return;
+    }
     for p0 in (0..npix).step_by(B) {
         for c0 in (0..ch).step_by(B) {
             for p in p0..(p0 + B).min(npix) {
@@ -216,17 +308,21 @@ pub fn zero_border(buf: &mut [f32], h: usize, w: usize, c: usize) {
     }
 }
 
-/// Nearest-neighbour ×2 upsampling of an HWC map (`h × w × c`) into the interior of a padded
-/// `2h × 2w` map (border zeroed too).
-pub fn upsample2_padded(src: &[f32], h: usize, w: usize, c: usize, dst: &mut [f32]) {
-    let (h2, w2) = (2 * h, 2 * w);
-    let wp = w2 + 2;
-    zero_border(dst, h2, w2, c);
-    for y in 0..h2 {
-        for x in 0..w2 {
-            let s = ((y / 2) * w + x / 2) * c;
-            let d = ((y + 1) * wp + x + 1) * c;
-            dst[d..d + c].copy_from_slice(&src[s..s + c]);
+/// HWC map (`h × w × c`) → zero-padded CHW map (`c × (h+2) × (w+2)`).
+pub fn hwc_to_chw_padded(src: &[f32], h: usize, w: usize, c: usize, dst: &mut [f32]) {
+    let (wp, plane) = (w + 2, (w + 2) * (h + 2));
+    dst[..c * plane].fill(0.0);
+    const B: usize = 16;
+    for y in 0..h {
+        for x0 in (0..w).step_by(B) {
+            for c0 in (0..c).step_by(B) {
+                for x in x0..(x0 + B).min(w) {
+                    let s = &src[(y * w + x) * c..];
+                    for ci in c0..(c0 + B).min(c) {
+                        dst[ci * plane + (y + 1) * wp + x + 1] = s[ci];
+                    }
+                }
+            }
         }
     }
 }
@@ -238,6 +334,36 @@ pub fn pad_copy(src: &[f32], h: usize, w: usize, c: usize, dst: &mut [f32]) {
     for y in 0..h {
         let d = ((y + 1) * wp + 1) * c;
         dst[d..d + w * c].copy_from_slice(&src[y * w * c..(y + 1) * w * c]);
+    }
+}
+
+/// 3×3 convolution (padding 1) with few output channels (`cout ≤ 4`), vectorised over pixels:
+/// `src` is a zero-padded CHW map (`cin × (r+2) × (r+2)`), `w` is `[cout][9][cin]`
+/// (tap-major like the GEMM's k), `out` is CHW (`cout × r × r`). Each output is
+/// `0 + bias`, then one FMA per (tap, channel) in that order: the GEMM's arithmetic.
+#[allow(clippy::too_many_arguments)]
+pub fn conv3_few_out(be: Backend, src: &[f32], r: usize, cin: usize, w: &[f32], bias: &[f32], cout: usize, out: &mut [f32]) {
+    let wp = r + 2;
+    assert!(cout <= 4 && src.len() >= cin * wp * wp && w.len() >= cout * 9 * cin && bias.len() >= cout && out.len() >= cout * r * r);
+    #[cfg(target_arch = "x86_64")]
+    if be == Backend::Avx512 {
+        unsafe { avx512::conv3_few_out(src.as_ptr(), r, cin, w.as_ptr(), bias.as_ptr(), cout, out.as_mut_ptr()) };
+        return;
+    }
+    let _ = be;
+    for co in 0..cout {
+        for y in 0..r {
+            for x in 0..r {
+                let mut acc = 0.0 + bias[co];
+                for t in 0..9 {
+                    let (ky, kx) = (t / 3, t % 3);
+                    for ci in 0..cin {
+                        acc = src[ci * wp * wp + (y + ky) * wp + x + kx].mul_add(w[(co * 9 + t) * cin + ci], acc);
+                    }
+                }
+                out[co * r * r + y * r + x] = acc;
+            }
+        }
     }
 }
 
@@ -341,6 +467,94 @@ mod avx512 {
     }
 
     #[target_feature(enable = "avx512f,fma")]
+    pub(super) unsafe fn conv3_few_out(src: *const f32, r: usize, cin: usize, w: *const f32, bias: *const f32, cout: usize, out: *mut f32) {
+        let wp = r + 2;
+        let plane = wp * wp;
+        for y in 0..r {
+            let mut x0 = 0;
+            while x0 < r {
+                // two 16-pixel chunks of the row at a time
+                let k0 = mask(r - x0);
+                let k1 = mask(r.saturating_sub(x0 + 16));
+                let mut acc = [[_mm512_setzero_ps(); 2]; 4];
+                for co in 0..cout {
+                    let b = _mm512_add_ps(_mm512_setzero_ps(), _mm512_set1_ps(*bias.add(co)));
+                    acc[co] = [b, b];
+                }
+                for t in 0..9 {
+                    let (ky, kx) = (t / 3, t % 3);
+                    let row = src.add((y + ky) * wp + x0 + kx);
+                    for ci in 0..cin {
+                        let p = row.add(ci * plane);
+                        let a0 = _mm512_maskz_loadu_ps(k0, p);
+                        let a1 = _mm512_maskz_loadu_ps(k1, p.add(16));
+                        for co in 0..4 {
+                            if co < cout {
+                                let wv = _mm512_set1_ps(*w.add((co * 9 + t) * cin + ci));
+                                acc[co][0] = _mm512_fmadd_ps(a0, wv, acc[co][0]);
+                                acc[co][1] = _mm512_fmadd_ps(a1, wv, acc[co][1]);
+                            }
+                        }
+                    }
+                }
+                for co in 0..cout {
+                    let o = out.add(co * r * r + y * r + x0);
+                    _mm512_mask_storeu_ps(o, k0, acc[co][0]);
+                    _mm512_mask_storeu_ps(o.add(16), k1, acc[co][1]);
+                }
+                x0 += 32;
+            }
+        }
+    }
+
+    /// `transpose` for `npix`, `ch` multiples of 16: 16×16 blocks through registers.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn transpose16(src: *const f32, lds: usize, npix: usize, ch: usize, dst: *mut f32, ldd: usize) {
+        #[inline(always)]
+        unsafe fn lo64(a: __m512, b: __m512) -> __m512 {
+            _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)))
+        }
+        #[inline(always)]
+        unsafe fn hi64(a: __m512, b: __m512) -> __m512 {
+            _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)))
+        }
+        for p0 in (0..npix).step_by(16) {
+            for c0 in (0..ch).step_by(16) {
+                let mut r = [_mm512_setzero_ps(); 16];
+                for (i, v) in r.iter_mut().enumerate() {
+                    *v = _mm512_loadu_ps(src.add((p0 + i) * lds + c0));
+                }
+                let mut t = [_mm512_setzero_ps(); 16];
+                for i in 0..8 {
+                    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+                    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+                }
+                for i in 0..4 {
+                    let b = 4 * i;
+                    r[b] = lo64(t[b], t[b + 2]);
+                    r[b + 1] = hi64(t[b], t[b + 2]);
+                    r[b + 2] = lo64(t[b + 1], t[b + 3]);
+                    r[b + 3] = hi64(t[b + 1], t[b + 3]);
+                }
+                for h in 0..2 {
+                    let b = 8 * h;
+                    for i in 0..4 {
+                        t[b + i] = _mm512_shuffle_f32x4::<0x88>(r[b + i], r[b + 4 + i]);
+                        t[b + 4 + i] = _mm512_shuffle_f32x4::<0xdd>(r[b + i], r[b + 4 + i]);
+                    }
+                }
+                for i in 0..8 {
+                    r[i] = _mm512_shuffle_f32x4::<0x88>(t[i], t[8 + i]);
+                    r[8 + i] = _mm512_shuffle_f32x4::<0xdd>(t[i], t[8 + i]);
+                }
+                for (i, v) in r.iter().enumerate() {
+                    _mm512_storeu_ps(dst.add((c0 + i) * ldd + p0), *v);
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
     pub(super) unsafe fn softmax_rows(s: *mut f32, rows: usize, n: usize, ld: usize) {
         for r in 0..rows {
             let row = s.add(r * ld);
@@ -381,6 +595,31 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transpose_is_a_transpose() {
+        for &(np, ch, lds, ldd) in &[(32usize, 48usize, 50usize, 40usize), (7, 5, 9, 8), (256, 64, 192, 256)] {
+            let src: Vec<f32> = (0..np * lds).map(|i| i as f32).collect();
+            let mut dst = vec![-1f32; ch * ldd];
+            transpose(&src, lds, np, ch, &mut dst, ldd);
+            for p in 0..np {
+                for c in 0..ch {
+                    assert_eq!(dst[c * ldd + p], src[p * lds + c]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sin_cos_matches_f64() {
+        for i in -20000..20000 {
+            let x = i as f32 * 0.0731;
+            let (s, c) = sin_cos(x);
+            let (ws, wc) = ((x as f64).sin(), (x as f64).cos());
+            assert!((s as f64 - ws).abs() <= 6e-8 * ws.abs().max(1e-3), "sin({x}) = {s} vs {ws}");
+            assert!((c as f64 - wc).abs() <= 6e-8 * wc.abs().max(1e-3), "cos({x}) = {c} vs {wc}");
+        }
+    }
 
     #[test]
     fn exp_is_accurate_and_backends_agree() {

@@ -21,6 +21,9 @@ use crate::kernels::{gemm, ops, Backend, Init, Rows};
 
 const GN_EPS: f32 = 1e-6;
 
+/// Images a thread computes together, layer by layer (weights reused across them).
+const GROUP: usize = 4;
+
 #[derive(Debug)]
 struct Norm {
     gamma: Vec<f32>,
@@ -143,6 +146,8 @@ pub struct FastUNet {
     up: Vec<Level>,
     norm_out: Norm,
     conv_out: Conv,
+    /// conv_out's weights as `[cout][9][cin]` (for [`ops::conv3_few_out`])
+    conv_out_w: Vec<f32>,
     nres: usize,
     /// channels of the skip maps, in push order
     hs_ch: Vec<(usize, usize)>,
@@ -223,7 +228,7 @@ impl Loader<'_> {
         let q = self.conv(&format!("{p}.q"), c, c, 1)?;
         let k = self.conv(&format!("{p}.k"), c, c, 1)?;
         let v = self.conv(&format!("{p}.v"), c, c, 1)?;
-        let scale = (c as f32).powf(-0.5);
+        let scale = 1.0 / (c as f32).sqrt();
         let mut wqkv = vec![0f32; c * 3 * c];
         for ci in 0..c {
             for co in 0..c {
@@ -328,6 +333,15 @@ impl FastUNet {
         let up = up.into_iter().map(|l| l.expect("level")).collect();
         let norm_out = ld.norm("norm_out", cur)?;
         let conv_out = ld.conv("conv_out", cur, cfg.in_channels, 3)?;
+        let mut conv_out_w = vec![0f32; conv_out.w.len()];
+        let (ci_n, co_n) = (conv_out.cin, conv_out.cout);
+        for t in 0..9 {
+            for ci in 0..ci_n {
+                for co in 0..co_n {
+                    conv_out_w[(co * 9 + t) * ci_n + ci] = conv_out.w[(t * ci_n + ci) * co_n + co];
+                }
+            }
+        }
         Ok(Self {
             cfg: cfg.clone(),
             be,
@@ -341,6 +355,7 @@ impl FastUNet {
             up,
             norm_out,
             conv_out,
+            conv_out_w,
             nres,
             hs_ch,
             max_map,
@@ -383,15 +398,18 @@ impl FastUNet {
         let tb = self.temb_biases(t as f32);
         let threads = rayon::current_num_threads();
         if n == 1 || threads == 1 {
+            // one thread: groups of GROUP images; one image on several threads: split rows
+            let g = if n == 1 { 1 } else { GROUP };
             let mut ws = self.take_ws();
-            for (xi, oi) in x.chunks(per).zip(out.chunks_mut(per)) {
-                self.forward_image(xi, oi, &tb, &mut ws, threads > 1);
+            for (xi, oi) in x.chunks(g * per).zip(out.chunks_mut(g * per)) {
+                self.forward_group(xi, oi, xi.len() / per, &tb, &mut ws, threads > 1);
             }
             self.put_ws(ws);
         } else {
-            x.par_chunks(per).zip(out.par_chunks_mut(per)).for_each(|(xi, oi)| {
+            let g = GROUP.min(n.div_ceil(threads));
+            x.par_chunks(g * per).zip(out.par_chunks_mut(g * per)).for_each(|(xi, oi)| {
                 let mut ws = self.take_ws();
-                self.forward_image(xi, oi, &tb, &mut ws, false);
+                self.forward_group(xi, oi, xi.len() / per, &tb, &mut ws, false);
                 self.put_ws(ws);
             });
         }
@@ -409,21 +427,23 @@ impl FastUNet {
         }
     }
 
+    /// Buffers for a group of up to GROUP images.
     fn new_ws(&self) -> Ws {
+        let g = GROUP;
         let cmax = self.max_map;
         let (an, ac) = self.max_attn;
         let chmax = 8 * self.cfg.ch * self.cfg.ch_mult.iter().max().copied().unwrap_or(1);
         Ws {
-            hs: self.hs_ch.iter().map(|&(c, res)| vec![0f32; c * res * res]).collect(),
-            pad: vec![0f32; self.max_pad],
-            a: vec![0f32; cmax],
-            b: vec![0f32; cmax],
-            t: vec![0f32; cmax],
-            cat: vec![0f32; cmax],
-            qkv: vec![0f32; an * 3 * ac],
+            hs: self.hs_ch.iter().map(|&(c, res)| vec![0f32; g * c * res * res]).collect(),
+            pad: vec![0f32; g * self.max_pad],
+            a: vec![0f32; g * cmax],
+            b: vec![0f32; g * cmax],
+            t: vec![0f32; g * cmax],
+            cat: Vec::new(), // only for identity shortcuts over a concatenation (grown on use)
+            qkv: vec![0f32; g * an * 3 * ac],
             kt: vec![0f32; an * ac],
             s: vec![0f32; an * an],
-            o: vec![0f32; an * ac],
+            o: vec![0f32; g * an * ac],
             scale: vec![0f32; chmax],
             shift: vec![0f32; chmax],
             gtmp: Vec::with_capacity(2 * chmax),
@@ -435,10 +455,13 @@ impl FastUNet {
         let be = self.be;
         let dim = self.cfg.ch;
         let half = dim / 2;
-        let scale = -(10000f32.ln()) / (half as f32 - 1.0);
-        let freqs: Vec<f32> = (0..half).map(|i| (scale * i as f32).exp()).collect();
-        let mut emb: Vec<f32> = freqs.iter().map(|f| (t * f).sin()).collect();
-        emb.extend(freqs.iter().map(|f| (t * f).cos()));
+        // as UNet::timestep_embedding, with platform-independent exp/sin/cos
+        const LN_1E4: f32 = 9.210_340_5; // f32 nearest ln(10000)
+        let scale = -LN_1E4 / (half as f32 - 1.0);
+        let freqs: Vec<f32> = (0..half).map(|i| ops::exp_scalar(scale * i as f32)).collect();
+        let sc: Vec<(f32, f32)> = freqs.iter().map(|f| ops::sin_cos(t * f)).collect();
+        let mut emb: Vec<f32> = sc.iter().map(|p| p.0).collect();
+        emb.extend(sc.iter().map(|p| p.1));
         let dense = |l: &Conv, x: &[f32]| {
             let mut y = vec![0f32; l.cout];
             gemm(be, 1, l.cout, x, Rows::Strided { ld: l.cin }, &[0], l.cin, &l.w, l.cout, &mut y, Rows::Strided { ld: l.cout }, Init::Zero, Some(&l.b), false);
@@ -465,29 +488,43 @@ impl FastUNet {
         out
     }
 
-    /// GroupNorm(+SiLU) of `x` (`r×r×c`) into the interior of the padded buffer `pad`.
-    fn norm_to_pad(&self, nm: &Norm, x: &[f32], r: usize, c: usize, silu: bool, pad: &mut [f32], ws_scale: &mut [f32], ws_shift: &mut [f32], gtmp: &mut Vec<f32>) {
+    /// GroupNorm(+SiLU) of `g` maps (`r×r×c` each, `c` the channels of all `parts` together:
+    /// their concatenation) into the interiors of the padded maps in `pad` (`(r+2)²c` each).
+    #[allow(clippy::too_many_arguments)]
+    fn norm_to_pad(&self, nm: &Norm, parts: &[(&[f32], usize)], r: usize, g: usize, silu: bool, pad: &mut [f32], sc: &mut [f32], sh: &mut [f32], gtmp: &mut Vec<f32>) {
         let be = self.be;
-        ops::group_norm_affine(be, x, r * r, c, self.cfg.num_groups, GN_EPS, &nm.gamma, &nm.beta, ws_scale, ws_shift, gtmp);
         let wp = r + 2;
-        ops::zero_border(pad, r, r, c);
-        for y in 0..r {
-            let d = ((y + 1) * wp + 1) * c;
-            ops::affine_act(be, &x[y * r * c..], c, &mut pad[d..d + r * c], c, r, c, ws_scale, ws_shift, silu);
+        let npix = r * r;
+        let c: usize = parts.iter().map(|p| p.1).sum();
+        let pi = wp * wp * c;
+        for gi in 0..g {
+            let img: Vec<(&[f32], usize)> = parts.iter().map(|&(x, cp)| (&x[gi * npix * cp..(gi + 1) * npix * cp], cp)).collect();
+            let pad = &mut pad[gi * pi..(gi + 1) * pi];
+            ops::group_norm_affine_parts(be, &img, npix, self.cfg.num_groups, GN_EPS, &nm.gamma, &nm.beta, sc, sh, gtmp);
+            ops::zero_border(pad, r, r, c);
+            let mut q0 = 0;
+            for &(x, cp) in &img {
+                for y in 0..r {
+                    let d = ((y + 1) * wp + 1) * c + q0;
+                    ops::affine_act(be, &x[y * r * cp..], cp, &mut pad[d..], c, r, cp, &sc[q0..], &sh[q0..], silu);
+                }
+                q0 += cp;
+            }
         }
     }
 
-    /// 3×3 convolution (padding 1) of the padded map `pad` (`r×r×cin`) with `stride`.
+    /// 3×3 convolution (padding 1) with `stride` of `g` padded maps in `pad` (`r×r×cin`
+    /// interiors) into `g` stacked HWC maps in `out`.
     #[allow(clippy::too_many_arguments)]
-    fn conv3(&self, cv: &Conv, pad: &[f32], r: usize, stride: usize, out: &mut [f32], init: Init, bias: &[f32], par: bool) {
+    fn conv3(&self, cv: &Conv, pad: &[f32], r: usize, stride: usize, g: usize, out: &mut [f32], init: Init, bias: &[f32], par: bool) {
         let ro = r / stride;
         let wp = r + 2;
         gemm(
             self.be,
-            ro * ro,
+            g * ro * ro,
             cv.cout,
             pad,
-            Rows::Conv { w_out: ro, wp, cin: cv.cin, stride },
+            Rows::Conv { w_out: ro, h_out: ro, img: wp * wp * cv.cin, wp, cin: cv.cin, stride },
             &taps3(wp, cv.cin),
             cv.cin,
             &cv.w,
@@ -500,26 +537,36 @@ impl FastUNet {
         );
     }
 
-    /// Nearest ×2 upsampling + 3×3 convolution of `x` (`r×r×cin`) into `out` (`2r×2r×cout`).
-    fn upconv(&self, uc: &UpConv, x: &[f32], r: usize, pad: &mut [f32], out: &mut [f32], par: bool) {
+    /// Copies `g` HWC maps (`r×r×c`) into padded maps.
+    fn pad_maps(x: &[f32], r: usize, c: usize, g: usize, pad: &mut [f32]) {
+        let (xi, pi) = (r * r * c, (r + 2) * (r + 2) * c);
+        for gi in 0..g {
+            ops::pad_copy(&x[gi * xi..(gi + 1) * xi], r, r, c, &mut pad[gi * pi..(gi + 1) * pi]);
+        }
+    }
+
+    /// Nearest ×2 upsampling + 3×3 convolution of `g` maps `x` (`r×r×cin`) into `out`
+    /// (`2r×2r×cout` each).
+    #[allow(clippy::too_many_arguments)]
+    fn upconv(&self, uc: &UpConv, x: &[f32], r: usize, g: usize, pad: &mut [f32], out: &mut [f32], par: bool) {
         let (cin, cout) = (uc.cin, uc.cout);
-        ops::pad_copy(x, r, r, cin, pad);
+        Self::pad_maps(x, r, cin, g, pad);
         let wp = r + 2;
         let taps = [0, cin as isize, (wp * cin) as isize, ((wp + 1) * cin) as isize];
         for (ph, w) in uc.w.iter().enumerate() {
             let (py, px) = (ph / 2, ph % 2);
             gemm(
                 self.be,
-                r * r,
+                g * r * r,
                 cout,
                 &pad[(py * wp + px) * cin..],
-                Rows::Conv { w_out: r, wp, cin, stride: 1 },
+                Rows::Conv { w_out: r, h_out: r, img: wp * wp * cin, wp, cin, stride: 1 },
                 &taps,
                 cin,
                 w,
                 cout,
                 &mut out[(py * 2 * r + px) * cout..],
-                Rows::Conv { w_out: r, wp: 2 * r, cin: cout, stride: 2 },
+                Rows::Conv { w_out: r, h_out: r, img: 4 * r * r * cout, wp: 2 * r, cin: cout, stride: 2 },
                 Init::Zero,
                 Some(&uc.b),
                 par,
@@ -527,54 +574,77 @@ impl FastUNet {
         }
     }
 
-    /// Residual block: `x` (`r×r×cin`) → `out` (`r×r×cout`).
+    /// Residual block on `g` maps: `x` (`r×r×cin` each: the channel concatenation of the
+    /// `parts`) → `out` (`r×r×cout` each).
     #[allow(clippy::too_many_arguments)]
-    fn res_block(&self, rb: &Res, x: &[f32], r: usize, out: &mut [f32], tb: &[Vec<f32>], pad: &mut [f32], tmp: &mut [f32], sc: &mut [f32], sh: &mut [f32], gtmp: &mut Vec<f32>, par: bool) {
-        let npix = r * r;
-        self.norm_to_pad(&rb.norm1, x, r, rb.cin, true, pad, sc, sh, gtmp);
-        self.conv3(&rb.conv1, pad, r, 1, tmp, Init::Zero, &tb[rb.tidx], par);
-        self.norm_to_pad(&rb.norm2, &tmp[..npix * rb.cout], r, rb.cout, true, pad, sc, sh, gtmp);
+    fn res_block(&self, rb: &Res, parts: &[(&[f32], usize)], r: usize, g: usize, out: &mut [f32], tb: &[Vec<f32>], pad: &mut [f32], tmp: &mut [f32], sc: &mut [f32], sh: &mut [f32], gtmp: &mut Vec<f32>, par: bool) {
+        let npix = g * r * r;
+        let co = rb.cout;
+        self.norm_to_pad(&rb.norm1, parts, r, g, true, pad, sc, sh, gtmp);
+        self.conv3(&rb.conv1, pad, r, 1, g, tmp, Init::Zero, &tb[rb.tidx], par);
+        self.norm_to_pad(&rb.norm2, &[(&tmp[..npix * co], co)], r, g, true, pad, sc, sh, gtmp);
         match &rb.nin {
             Some(nin) => {
-                gemm(self.be, npix, rb.cout, x, Rows::Strided { ld: rb.cin }, &[0], rb.cin, &nin.w, rb.cout, out, Rows::Strided { ld: rb.cout }, Init::Zero, Some(&nin.b), par);
-                self.conv3(&rb.conv2, pad, r, 1, out, Init::C, &rb.conv2.b, par);
+                // the 1×1 shortcut as one GEMM per part, continuing the same FMA chains
+                let mut k0 = 0;
+                for (i, &(x, cp)) in parts.iter().enumerate() {
+                    let (init, bias) = if i == 0 { (Init::Zero, Some(&nin.b[..])) } else { (Init::C, None) };
+                    gemm(self.be, npix, co, x, Rows::Strided { ld: cp }, &[0], cp, &nin.w[k0 * co..], co, out, Rows::Strided { ld: co }, init, bias, par);
+                    k0 += cp;
+                }
+                self.conv3(&rb.conv2, pad, r, 1, g, out, Init::C, &rb.conv2.b, par);
             }
-            None => self.conv3(&rb.conv2, pad, r, 1, out, Init::From(&x[..npix * rb.cout]), &rb.conv2.b, par),
+            None => {
+                assert_eq!(parts.len(), 1, "identity shortcut over a concatenation");
+                self.conv3(&rb.conv2, pad, r, 1, g, out, Init::From(&parts[0].0[..npix * co]), &rb.conv2.b, par)
+            }
         }
     }
 
-    /// Self-attention block, in place on `x` (`n×c`).
+    /// Self-attention block, in place on `g` maps `x` (`npix×c` each).
     #[allow(clippy::too_many_arguments)]
-    fn attn_block(&self, at: &Attn, x: &mut [f32], npix: usize, ws_t: &mut [f32], qkv: &mut [f32], kt: &mut [f32], s: &mut [f32], o: &mut [f32], sc: &mut [f32], sh: &mut [f32], gtmp: &mut Vec<f32>, par: bool) {
+    fn attn_block(&self, at: &Attn, x: &mut [f32], npix: usize, g: usize, ws_t: &mut [f32], qkv: &mut [f32], kt: &mut [f32], s: &mut [f32], o: &mut [f32], sc: &mut [f32], sh: &mut [f32], gtmp: &mut Vec<f32>, par: bool) {
         let be = self.be;
         let c = at.c;
-        ops::group_norm_affine(be, x, npix, c, self.cfg.num_groups, GN_EPS, &at.norm.gamma, &at.norm.beta, sc, sh, gtmp);
-        ops::affine_act(be, x, c, ws_t, c, npix, c, sc, sh, false);
-        gemm(be, npix, 3 * c, ws_t, Rows::Strided { ld: c }, &[0], c, &at.wqkv, 3 * c, qkv, Rows::Strided { ld: 3 * c }, Init::Zero, Some(&at.bqkv), par);
-        ops::transpose(&qkv[c..], 3 * c, npix, c, kt, npix);
-        gemm(be, npix, npix, qkv, Rows::Strided { ld: 3 * c }, &[0], c, kt, npix, s, Rows::Strided { ld: npix }, Init::Zero, None, par);
-        ops::softmax_rows(be, s, npix, npix, npix);
-        gemm(be, npix, c, s, Rows::Strided { ld: npix }, &[0], npix, &qkv[2 * c..], 3 * c, o, Rows::Strided { ld: c }, Init::Zero, None, par);
-        gemm(be, npix, c, o, Rows::Strided { ld: c }, &[0], c, &at.proj.w, c, x, Rows::Strided { ld: c }, Init::C, Some(&at.proj.b), par);
+        let xi = npix * c;
+        for gi in 0..g {
+            let x = &x[gi * xi..(gi + 1) * xi];
+            ops::group_norm_affine(be, x, npix, c, self.cfg.num_groups, GN_EPS, &at.norm.gamma, &at.norm.beta, sc, sh, gtmp);
+            ops::affine_act(be, x, c, &mut ws_t[gi * xi..], c, npix, c, sc, sh, false);
+        }
+        gemm(be, g * npix, 3 * c, ws_t, Rows::Strided { ld: c }, &[0], c, &at.wqkv, 3 * c, qkv, Rows::Strided { ld: 3 * c }, Init::Zero, Some(&at.bqkv), par);
+        for gi in 0..g {
+            let q = &qkv[gi * 3 * xi..(gi + 1) * 3 * xi];
+            ops::transpose(&q[c..], 3 * c, npix, c, kt, npix);
+            gemm(be, npix, npix, q, Rows::Strided { ld: 3 * c }, &[0], c, kt, npix, s, Rows::Strided { ld: npix }, Init::Zero, None, par);
+            ops::softmax_rows(be, s, npix, npix, npix);
+            gemm(be, npix, c, s, Rows::Strided { ld: npix }, &[0], npix, &q[2 * c..], 3 * c, &mut o[gi * xi..], Rows::Strided { ld: c }, Init::Zero, None, par);
+        }
+        gemm(be, g * npix, c, o, Rows::Strided { ld: c }, &[0], c, &at.proj.w, c, x, Rows::Strided { ld: c }, Init::C, Some(&at.proj.b), par);
     }
 
-    /// One image: `x` (NCHW, c×R×R) → `out` (NCHW).
-    fn forward_image(&self, x: &[f32], out: &mut [f32], tb: &[Vec<f32>], ws: &mut Ws, par: bool) {
-        let be = self.be;
+    /// `g` images: `x` (NCHW, c×R×R each) → `out` (NCHW). Every layer runs on all `g` at
+    /// once (larger GEMMs, weights reused); each output's arithmetic is the same as alone.
+    fn forward_group(&self, x: &[f32], out: &mut [f32], g: usize, tb: &[Vec<f32>], ws: &mut Ws, par: bool) {
         let r0 = self.cfg.resolution;
         let cin = self.cfg.in_channels;
+        let per = cin * r0 * r0;
         let Ws { hs, pad, a, b, t, cat, qkv, kt, s, o, scale: sc, shift: sh, gtmp } = ws;
         // input → padded HWC
         let wp = r0 + 2;
-        ops::zero_border(pad, r0, r0, cin);
-        for y in 0..r0 {
-            for xx in 0..r0 {
-                for c in 0..cin {
-                    pad[((y + 1) * wp + xx + 1) * cin + c] = x[(c * r0 + y) * r0 + xx];
+        let pi = wp * wp * cin;
+        for gi in 0..g {
+            let (x, pad) = (&x[gi * per..(gi + 1) * per], &mut pad[gi * pi..(gi + 1) * pi]);
+            ops::zero_border(pad, r0, r0, cin);
+            for y in 0..r0 {
+                for xx in 0..r0 {
+                    for c in 0..cin {
+                        pad[((y + 1) * wp + xx + 1) * cin + c] = x[(c * r0 + y) * r0 + xx];
+                    }
                 }
             }
         }
-        self.conv3(&self.conv_in, pad, r0, 1, &mut hs[0], Init::Zero, &self.conv_in.b, par);
+        self.conv3(&self.conv_in, pad, r0, 1, g, &mut hs[0], Init::Zero, &self.conv_in.b, par);
         let mut r = r0;
         let mut hi = 0; // index of the last pushed skip map
         for lvl in &self.down {
@@ -582,23 +652,23 @@ impl FastUNet {
                 let (lo, hi_) = hs.split_at_mut(hi + 1);
                 let xin = &lo[hi];
                 let dst = &mut hi_[0];
-                self.res_block(rb, xin, r, dst, tb, pad, t, sc, sh, gtmp, par);
+                self.res_block(rb, &[(xin, rb.cin)], r, g, dst, tb, pad, t, sc, sh, gtmp, par);
                 if let Some(at) = lvl.attn.get(j) {
-                    self.attn_block(at, dst, r * r, t, qkv, kt, s, o, sc, sh, gtmp, par);
+                    self.attn_block(at, dst, r * r, g, t, qkv, kt, s, o, sc, sh, gtmp, par);
                 }
                 hi += 1;
             }
             if let Some(ds) = &lvl.resample {
-                ops::pad_copy(&hs[hi], r, r, ds.cin, pad);
-                self.conv3(ds, pad, r, 2, &mut hs[hi + 1], Init::Zero, &ds.b, par);
+                Self::pad_maps(&hs[hi], r, ds.cin, g, pad);
+                self.conv3(ds, pad, r, 2, g, &mut hs[hi + 1], Init::Zero, &ds.b, par);
                 hi += 1;
                 r /= 2;
             }
         }
         // middle: hs[hi] → a
-        self.res_block(&self.mid_res0, &hs[hi], r, b, tb, pad, t, sc, sh, gtmp, par);
-        self.attn_block(&self.mid_attn, b, r * r, t, qkv, kt, s, o, sc, sh, gtmp, par);
-        self.res_block(&self.mid_res1, b, r, a, tb, pad, t, sc, sh, gtmp, par);
+        self.res_block(&self.mid_res0, &[(&hs[hi], self.mid_res0.cin)], r, g, b, tb, pad, t, sc, sh, gtmp, par);
+        self.attn_block(&self.mid_attn, b, r * r, g, t, qkv, kt, s, o, sc, sh, gtmp, par);
+        self.res_block(&self.mid_res1, &[(b, self.mid_res1.cin)], r, g, a, tb, pad, t, sc, sh, gtmp, par);
         let mut hc = self.mid_res1.cout;
         let mut skip_i = hi as isize;
         for lvl in self.up.iter().rev() {
@@ -606,31 +676,40 @@ impl FastUNet {
                 let skip = &hs[skip_i as usize];
                 skip_i -= 1;
                 let sc_ch = rb.cin - hc;
-                let npix = r * r;
-                for p in 0..npix {
-                    cat[p * rb.cin..p * rb.cin + hc].copy_from_slice(&a[p * hc..(p + 1) * hc]);
-                    cat[p * rb.cin + hc..(p + 1) * rb.cin].copy_from_slice(&skip[p * sc_ch..(p + 1) * sc_ch]);
+                let npix = g * r * r;
+                if rb.nin.is_some() {
+                    std::mem::swap(a, b);
+                    self.res_block(rb, &[(&b[..npix * hc], hc), (&skip[..npix * sc_ch], sc_ch)], r, g, a, tb, pad, t, sc, sh, gtmp, par);
+                } else {
+                    // identity shortcut (cin == cout): needs the concatenation itself
+                    cat.resize(npix * rb.cin, 0.0);
+                    for p in 0..npix {
+                        cat[p * rb.cin..p * rb.cin + hc].copy_from_slice(&a[p * hc..(p + 1) * hc]);
+                        cat[p * rb.cin + hc..(p + 1) * rb.cin].copy_from_slice(&skip[p * sc_ch..(p + 1) * sc_ch]);
+                    }
+                    self.res_block(rb, &[(&cat[..npix * rb.cin], rb.cin)], r, g, a, tb, pad, t, sc, sh, gtmp, par);
                 }
-                self.res_block(rb, cat, r, a, tb, pad, t, sc, sh, gtmp, par);
                 hc = rb.cout;
                 if let Some(at) = lvl.attn.get(j) {
-                    self.attn_block(at, a, r * r, t, qkv, kt, s, o, sc, sh, gtmp, par);
+                    self.attn_block(at, a, r * r, g, t, qkv, kt, s, o, sc, sh, gtmp, par);
                 }
             }
             if let Some(us) = &lvl.upsample {
-                self.upconv(us, a, r, pad, b, par);
+                self.upconv(us, a, r, g, pad, b, par);
                 r *= 2;
                 std::mem::swap(a, b);
             }
         }
         debug_assert_eq!(skip_i, -1);
-        self.norm_to_pad(&self.norm_out, a, r, hc, true, pad, sc, sh, gtmp);
-        self.conv3(&self.conv_out, pad, r, 1, b, Init::Zero, &self.conv_out.b, par);
-        for p in 0..r * r {
-            for c in 0..cin {
-                out[c * r * r + p] = b[p * cin + c];
-            }
+        // norm_out + SiLU → CHW padded → conv_out (few channels: vectorised over pixels)
+        let be = self.be;
+        let xi = r * r * hc;
+        for gi in 0..g {
+            let x = &a[gi * xi..(gi + 1) * xi];
+            ops::group_norm_affine(be, x, r * r, hc, self.cfg.num_groups, GN_EPS, &self.norm_out.gamma, &self.norm_out.beta, sc, sh, gtmp);
+            ops::affine_act(be, x, hc, t, hc, r * r, hc, sc, sh, true);
+            ops::hwc_to_chw_padded(t, r, r, hc, pad);
+            ops::conv3_few_out(be, pad, r, hc, &self.conv_out_w, &self.conv_out.b, cin, &mut out[gi * per..(gi + 1) * per]);
         }
-        let _ = be;
     }
 }

@@ -72,6 +72,7 @@ impl Config {
 #[derive(Debug)]
 pub struct Model {
     net: UNet,
+    fast: fast::FastUNet,
     sha256: [u8; 32],
     device: Device,
 }
@@ -92,10 +93,11 @@ impl Model {
             .into_iter()
             .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?)))
             .collect::<Result<std::collections::HashMap<String, Tensor>>>()?;
+        let fast = fast::FastUNet::from_tensors(&tensors, &cfg)?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
         let net = UNet::new(&cfg, vb)?;
         let sha256: [u8; 32] = Sha256::digest(weights).into();
-        Ok(Self { net, sha256, device })
+        Ok(Self { net, fast, sha256, device })
     }
 
     /// Loads `DIR/model.safetensors` and `DIR/config.json`.
@@ -136,8 +138,21 @@ impl Model {
         &self.net
     }
 
-    /// ε_θ(x, t) for `n` images (NCHW f32, row-major), all at model time `t`.
+    /// The fast inference network ([`fast::FastUNet`]) that [`Model::eps`] runs.
+    pub fn fast(&self) -> &fast::FastUNet {
+        &self.fast
+    }
+
+    /// ε_θ(x, t) for `n` images (NCHW f32, row-major), all at model time `t`: the fast,
+    /// deterministic path (an image's output is bit-identical whatever the batch around it,
+    /// the thread count and the CPU's vector extensions).
     pub fn eps(&self, x: &[f32], n: usize, t: usize) -> Result<Vec<f32>> {
+        self.fast.eps(x, n, t)
+    }
+
+    /// ε_θ(x, t) by the candle network (the reference for parity tests; slower, and its
+    /// results depend on the batch composition).
+    pub fn eps_candle(&self, x: &[f32], n: usize, t: usize) -> Result<Vec<f32>> {
         let c = self.config().in_channels;
         let r = self.config().resolution;
         if x.len() != n * c * r * r {

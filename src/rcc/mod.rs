@@ -42,7 +42,7 @@ pub struct RccParams {
 impl Default for RccParams {
     fn default() -> Self {
         RccParams {
-            chunk_bits: 8.0,
+            chunk_bits: 6.0,
             margin_bits: 6,
             min_log2_candidates: 4,
             max_log2_candidates: 16,
@@ -131,16 +131,27 @@ pub fn plan_chunks(q: u32, params: &RccParams, dims: usize) -> Result<ChunkPlan>
     params.validate()?;
     let kl_hat = kl_hat_bits(q);
     if kl_hat < params.skip_below_bits || dims == 0 {
-        return Ok(ChunkPlan { chunks: 0, kl_chunk_hat_bits: 0.0, log2_candidates: 0, index_key: None });
+        return Ok(ChunkPlan {
+            chunks: 0,
+            kl_chunk_hat_bits: 0.0,
+            log2_candidates: 0,
+            index_key: None,
+        });
     }
     let n = (kl_hat / params.chunk_bits).ceil().max(1.0);
     let n = if n >= dims as f64 { dims } else { n as usize };
     let kl_chunk = kl_hat / n as f64;
-    let l = (kl_chunk.ceil() as u64 + params.margin_bits as u64)
-        .clamp(params.min_log2_candidates as u64, params.max_log2_candidates as u64)
-        as u32;
+    let l = (kl_chunk.ceil() as u64 + params.margin_bits as u64).clamp(
+        params.min_log2_candidates as u64,
+        params.max_log2_candidates as u64,
+    ) as u32;
     let key = IndexModelKey::new(l, kl_chunk.min(4096.0))?;
-    Ok(ChunkPlan { chunks: n, kl_chunk_hat_bits: kl_chunk, log2_candidates: l, index_key: Some(key) })
+    Ok(ChunkPlan {
+        chunks: n,
+        kl_chunk_hat_bits: kl_chunk,
+        log2_candidates: l,
+        index_key: Some(key),
+    })
 }
 
 /// KL(N(μ_q, σ_q²) ‖ N(μ_p, σ_p²)) of one dimension, in nats.
@@ -187,9 +198,15 @@ mod tests {
         let pl = plan_chunks(255, &p, 10).unwrap();
         assert_eq!(pl.chunks, 10);
         assert_eq!(pl.log2_candidates, 16);
-        let bad = RccParams { max_log2_candidates: 21, ..p.clone() };
+        let bad = RccParams {
+            max_log2_candidates: 21,
+            ..p.clone()
+        };
         assert!(plan_chunks(5, &bad, 10).is_err());
-        let bad = RccParams { chunk_bits: f64::NAN, ..p };
+        let bad = RccParams {
+            chunk_bits: f64::NAN,
+            ..p
+        };
         assert!(bad.validate().is_err());
     }
 
