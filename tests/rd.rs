@@ -156,6 +156,8 @@ fn pick_prefixes_spreads_and_keeps_ends() {
     assert!(v.windows(2).all(|w| w[0] < w[1]));
     assert_eq!(rd::pick_prefixes(&bytes, 20), (0..9).collect::<Vec<_>>());
     assert!(rd::pick_prefixes(&[], 3).is_empty());
+    assert_eq!(rd::even_prefixes(100, 7), [0, 17, 33, 50, 66, 83, 99]);
+    assert_eq!(rd::even_prefixes(3, 7), [0, 1, 2]);
 }
 
 fn set_curves() -> Vec<rd::Curve> {

@@ -235,14 +235,14 @@ fn run_rd(
     }
     print!("{}", rd::summary(&curves));
     let k = p.schedule.steps();
-    // the strip: first image, frames spread evenly in bytes, the last one the lossless end
+    // the strip: first image, frames spread evenly along the stream (packets), the last one the lossless end
     let mut strip_info = Vec::new();
     if let Some(sp) = strip {
         let first = &per_image[0];
         let lossy: Vec<usize> = first.onestep.iter().filter(|q| q.packets < k).map(|q| q.bytes).collect();
         let lossless = p.lossless;
         let want = strip_frames.max(2) - usize::from(lossless);
-        let picks = rd::pick_prefixes(&lossy, want);
+        let picks = rd::even_prefixes(lossy.len(), want);
         let mut frames = Vec::new();
         for &m in &picks {
             frames.push(first.frames[m].clone());

@@ -232,6 +232,24 @@ pub fn pick_prefixes(bytes: &[usize], count: usize) -> Vec<usize> {
     v
 }
 
+/// `count` distinct prefixes of 0..n spread evenly in packets (the stream's order), both ends
+/// included: the progressive figure's frames.
+pub fn even_prefixes(n: usize, count: usize) -> Vec<usize> {
+    if n == 0 || count == 0 {
+        return Vec::new();
+    }
+    if count >= n {
+        return (0..n).collect();
+    }
+    if count == 1 {
+        return vec![n - 1];
+    }
+    let mut v: Vec<usize> =
+        (0..count).map(|j| ((j as f64) * (n - 1) as f64 / (count - 1) as f64).round() as usize).collect();
+    v.dedup();
+    v
+}
+
 /// Network calls of one image's RD measurement (for progress bars).
 pub fn image_work(steps: usize, opts: &RdOptions) -> usize {
     steps * (1 + if opts.recon.ddim() { opts.ddim_points } else { 0 })

@@ -377,6 +377,7 @@ mod avx512 {
 mod tests {
     use super::*;
 
+    #[allow(clippy::too_many_arguments)]
     fn naive(m: usize, n: usize, a: &[f32], rows: Rows, taps: &[isize], kt: usize, b: &[f32], ldb: usize) -> Vec<f32> {
         let mut c = vec![0f32; m * n];
         for i in 0..m {

@@ -1,7 +1,8 @@
 //! CPU kernels of the fast inference path ([`crate::model::fast::FastUNet`]).
 //!
-//! Layout: one image at a time, channels last (HWC, row-major, f32). Convolutions are GEMMs
-//! whose A rows are read straight from a zero-padded input (no im2col copy).
+//! Layout: channels last (HWC, row-major, f32), images of a group stacked. Convolutions are
+//! GEMMs whose A rows are read straight from zero-padded inputs (no im2col copy); the AVX-512
+//! micro-kernel keeps an MR×(16·NV) tile in registers and k-blocks B to stay in L1.
 //!
 //! # Determinism
 //! Every output element is computed by one fixed sequence of IEEE operations that does not
@@ -9,12 +10,16 @@
 //! on the vector width:
 //! - a GEMM output is `init` (0, or a residual) `+ bias`, then one fused multiply-add per
 //!   reduction index `k`, in increasing `k` (taps in order, channels in order);
-//! - reductions that are not GEMMs (GroupNorm statistics, softmax sums) use a fixed layout
-//!   of 16 partial sums and a fixed combination order;
-//! - `exp` is a polynomial evaluated with the same FMA sequence on every path.
+//! - reductions that are not GEMMs have a fixed order: GroupNorm sums per channel in pixel
+//!   order, then per group in channel order; softmax sums in 16 partial sums (index mod 16)
+//!   added in order;
+//! - `exp` is a polynomial evaluated with the same FMA sequence on every path, SiLU's
+//!   reciprocal is Newton steps from a bit-trick seed (no division), and the time
+//!   embedding's sin/cos come from f64 series ([`ops::sin_cos`]): no libm call anywhere.
 //!
 //! The AVX-512 kernels and the portable scalar kernels therefore give bit-identical results
-//! (tested), so a stream decodes the same on a CPU without AVX-512, only slower.
+//! (tested; `tests/fast_inference.rs` pins the output bits), so a stream decodes the same on a
+//! CPU without AVX-512 (or with `DDPM_CODEC_NO_AVX512` set), only slower.
 
 pub mod gemm;
 pub mod ops;

@@ -14,11 +14,13 @@ const P1: f32 = 1.398_199_9e-3;
 const P2: f32 = 8.333_452e-3;
 const P3: f32 = 4.166_579_6e-2;
 const P4: f32 = 1.666_666_5e-1;
-const P5: f32 = 5.000_000_1e-1;
+const P5: f32 = 0.5;
 
 /// e^x (relative error ≈ 2 ulp on [-87, 88]; clamped outside), the reference for the SIMD one.
 #[inline(always)]
 pub fn exp_scalar(x: f32) -> f32 {
+    // max/min, not clamp: NaN handling as _mm512_max_ps/_mm512_min_ps
+    #[allow(clippy::manual_clamp)]
     let x = x.max(EXP_LO).min(EXP_HI);
     let n = (x * LOG2E).round_ties_even();
     let r = n.mul_add(-LN2_HI, x);
@@ -54,7 +56,7 @@ pub fn silu_scalar(y: f32) -> f32 {
 /// (sin x, cos x), correctly rounded to f32 in nearly all cases, from IEEE f64 arithmetic
 /// only (no libm): the same bits on every platform. For |x| ≲ 1e6.
 pub fn sin_cos(x: f32) -> (f32, f32) {
-    const PIO2_HI: f64 = 1.570_796_326_794_896_6;
+    const PIO2_HI: f64 = std::f64::consts::FRAC_PI_2;
     const PIO2_LO: f64 = 6.123_233_995_736_766e-17;
     let x = x as f64;
     let k = (x * std::f64::consts::FRAC_2_PI).round_ties_even();
@@ -190,7 +192,7 @@ pub fn group_norm_affine(
 
 /// [`group_norm_affine`] of the channel concatenation of HWC maps `parts` (`(map, channels)`),
 /// without building it (same result as on the concatenated map).
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 pub fn group_norm_affine_parts(
     be: Backend,
     parts: &[(&[f32], usize)],
@@ -204,7 +206,7 @@ pub fn group_norm_affine_parts(
     tmp: &mut Vec<f32>,
 ) {
     let c: usize = parts.iter().map(|p| p.1).sum();
-    assert!(groups > 0 && c % groups == 0 && gamma.len() >= c && beta.len() >= c && scale.len() >= c && shift.len() >= c);
+    assert!(groups > 0 && c.is_multiple_of(groups) && gamma.len() >= c && beta.len() >= c && scale.len() >= c && shift.len() >= c);
     let cg = c / groups;
     let cnt = (npix * cg) as f32;
     tmp.resize(2 * c + groups, 0.0);
@@ -281,7 +283,7 @@ pub fn transpose(src: &[f32], lds: usize, npix: usize, ch: usize, dst: &mut [f32
     }
     assert!((npix - 1) * lds + ch <= src.len() && (ch - 1) * ldd + npix <= dst.len());
     #[cfg(target_arch = "x86_64")]
-    if npix % B == 0 && ch % B == 0 && super::use_avx512() {
+    if npix.is_multiple_of(B) && ch.is_multiple_of(B) && super::use_avx512() {
         unsafe { avx512::transpose16(src.as_ptr(), lds, npix, ch, dst.as_mut_ptr(), ldd) };
         return;
     }
@@ -467,6 +469,7 @@ mod avx512 {
     }
 
     #[target_feature(enable = "avx512f,fma")]
+    #[allow(clippy::needless_range_loop)]
     pub(super) unsafe fn conv3_few_out(src: *const f32, r: usize, cin: usize, w: *const f32, bias: *const f32, cout: usize, out: *mut f32) {
         let wp = r + 2;
         let plane = wp * wp;

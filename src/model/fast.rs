@@ -1,13 +1,19 @@
 //! Fast, deterministic CPU inference of the U-Net ([`super::unet::UNet`], `train/model.py`).
 //!
-//! Same weights and arithmetic as the candle network (to ~1e-5), computed with the kernels
-//! of [`crate::kernels`]: channels-last maps, convolutions as GEMMs over zero-padded inputs
-//! with pre-packed weights, fused GroupNorm+SiLU, reused per-thread buffers.
+//! Same weights and the same function as the candle network (outputs agree to ~1e-5),
+//! computed with the kernels of [`crate::kernels`]: channels-last maps, convolutions as GEMMs
+//! over zero-padded inputs with pre-packed weights (nearest-×2 upsampling + 3×3 convolution
+//! as four 2×2 convolutions), fused GroupNorm+SiLU, buffers reused across calls, and groups
+//! of [`GROUP`] images run layer by layer so each weight panel serves several images.
 //!
 //! Determinism: an image's ε is a fixed sequence of IEEE operations, bit-identical whatever
 //! the batch around it, the thread count, and whether the AVX-512 or the portable kernels
-//! run. Batches are parallelised across images (rayon); a single image splits the rows of
-//! each GEMM between threads, which does not change any output's arithmetic.
+//! run (no libm either: see [`crate::kernels`]). Batches are parallelised across groups of
+//! images (rayon); a single image splits the rows of each GEMM between threads, which does
+//! not change any output's arithmetic.
+//!
+//! Construction: [`super::Model::from_bytes`] builds one from the weight map it loads
+//! (`FastUNet::from_tensors(&tensors, &cfg)`), and [`super::Model::eps`] runs it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,8 +27,9 @@ use crate::kernels::{gemm, ops, Backend, Init, Rows};
 
 const GN_EPS: f32 = 1e-6;
 
-/// Images a thread computes together, layer by layer (weights reused across them).
-const GROUP: usize = 4;
+/// Images a thread computes together, layer by layer (weights reused across them; no effect
+/// on the results).
+pub const GROUP: usize = 4;
 
 #[derive(Debug)]
 struct Norm {

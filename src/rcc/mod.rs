@@ -184,7 +184,7 @@ mod tests {
 
     #[test]
     fn plan_matches_spec() {
-        let p = RccParams::default();
+        let p = RccParams { chunk_bits: 8.0, ..RccParams::default() };
         // q = 0 -> KLhat 0 -> skipped
         assert_eq!(plan_chunks(0, &p, 100).unwrap().chunks, 0);
         // q = 1 -> KLhat 0.189 < 0.25 -> skipped; q = 2 -> 0.414 -> one chunk
