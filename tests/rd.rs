@@ -287,6 +287,7 @@ fn plot_and_strip_are_written() {
     assert_eq!((back.width(), back.height()), (3 * 64 + 2 * 2, 64));
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_file(&sp);
+    let _ = std::fs::remove_dir(path.parent().unwrap()); // only if the other test is done with it
 }
 
 #[test]
@@ -305,4 +306,5 @@ fn inputs_load_from_a_file_and_a_folder() {
     assert_eq!(one.len(), 1);
     assert!(rd::load_inputs(&d.join("missing"), None).is_err());
     let _ = std::fs::remove_dir_all(&d);
+    let _ = std::fs::remove_dir(d.parent().unwrap()); // only if empty
 }

@@ -19,7 +19,7 @@
 //!
 //! The AVX-512 kernels and the portable scalar kernels therefore give bit-identical results
 //! (tested; `tests/fast_inference.rs` pins the output bits), so a stream decodes the same on a
-//! CPU without AVX-512 (or with `DDPM_CODEC_NO_AVX512` set), only slower.
+//! CPU without AVX-512 (see [`Backend`]), only slower.
 
 pub mod gemm;
 pub mod ops;
@@ -28,38 +28,50 @@ pub use gemm::{gemm, Init, Rows};
 
 /// Whether the AVX-512 kernels are used (decided once, at first use).
 pub fn use_avx512() -> bool {
-    use std::sync::OnceLock;
-    static USE: OnceLock<bool> = OnceLock::new();
-    *USE.get_or_init(|| {
-        if std::env::var_os("DDPM_CODEC_NO_AVX512").is_some() {
-            return false;
-        }
-        #[cfg(target_arch = "x86_64")]
-        {
-            std::arch::is_x86_feature_detected!("avx512f")
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
-    })
+    Backend::detect() == Backend::Avx512
 }
 
-/// Kernel back-end: the AVX-512 one where the CPU has it, else the portable one.
-/// Both compute bit-identical results.
+/// Kernel back-end. All compute bit-identical results; they differ in speed only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    /// Hand-written AVX-512 kernels (register-tiled GEMM).
     Avx512,
+    /// The portable kernels compiled for AVX2 + FMA (auto-vectorised).
+    Avx2,
+    /// The portable kernels (on x86-64 without FMA, `mul_add` is a libm call: very slow).
     Scalar,
 }
 
 impl Backend {
-    /// The fastest back-end this CPU supports.
+    /// The fastest back-end this CPU supports (decided once). The environment variable
+    /// `DDPM_CODEC_KERNELS=avx512|avx2|scalar` caps the choice (for tests and comparisons).
     pub fn detect() -> Self {
-        if use_avx512() {
-            Backend::Avx512
-        } else {
-            Backend::Scalar
+        use std::sync::OnceLock;
+        static BE: OnceLock<Backend> = OnceLock::new();
+        *BE.get_or_init(|| {
+            let cap = std::env::var("DDPM_CODEC_KERNELS").unwrap_or_default();
+            let allow = |b: Backend| match cap.as_str() {
+                "scalar" => b == Backend::Scalar,
+                "avx2" => b != Backend::Avx512,
+                _ => true,
+            };
+            Self::available().into_iter().find(|&b| allow(b)).unwrap_or(Backend::Scalar)
+        })
+    }
+
+    /// The back-ends this CPU can run, fastest first.
+    pub fn available() -> Vec<Backend> {
+        let mut v = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+                v.push(Backend::Avx512);
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                v.push(Backend::Avx2);
+            }
         }
+        v.push(Backend::Scalar);
+        v
     }
 }

@@ -123,7 +123,17 @@ pub fn affine_act(be: Backend, src: &[f32], ls: usize, dst: &mut [f32], ld: usiz
         unsafe { avx512::affine_act(src.as_ptr(), ls, dst.as_mut_ptr(), ld, npix, c, scale.as_ptr(), shift.as_ptr(), silu) };
         return;
     }
-    let _ = be;
+    #[cfg(target_arch = "x86_64")]
+    if be == Backend::Avx2 {
+        unsafe { fma::affine_act(src, ls, dst, ld, npix, c, scale, shift, silu) };
+        return;
+    }
+    affine_act_p(src, ls, dst, ld, npix, c, scale, shift, silu)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn affine_act_p(src: &[f32], ls: usize, dst: &mut [f32], ld: usize, npix: usize, c: usize, scale: &[f32], shift: &[f32], silu: bool) {
     for p in 0..npix {
         let (s, d) = (&src[p * ls..p * ls + c], &mut dst[p * ld..p * ld + c]);
         for q in 0..c {
@@ -151,7 +161,16 @@ fn channel_sums(be: Backend, x: &[f32], npix: usize, c: usize, center: Option<&[
         unsafe { avx512::channel_sums(x.as_ptr(), npix, c, center.map(|s| s.as_ptr()), out.as_mut_ptr()) };
         return;
     }
-    let _ = be;
+    #[cfg(target_arch = "x86_64")]
+    if be == Backend::Avx2 {
+        unsafe { fma::channel_sums(x, npix, c, center, out) };
+        return;
+    }
+    channel_sums_p(x, npix, c, center, out)
+}
+
+#[inline(always)]
+fn channel_sums_p(x: &[f32], npix: usize, c: usize, center: Option<&[f32]>, out: &mut [f32]) {
     out[..c].fill(0.0);
     for p in 0..npix {
         let row = &x[p * c..(p + 1) * c];
@@ -255,14 +274,30 @@ pub fn softmax_rows(be: Backend, s: &mut [f32], rows: usize, n: usize, ld: usize
         unsafe { avx512::softmax_rows(s.as_mut_ptr(), rows, n, ld) };
         return;
     }
-    let _ = be;
+    #[cfg(target_arch = "x86_64")]
+    if be == Backend::Avx2 {
+        unsafe { fma::softmax_rows(s, rows, n, ld) };
+        return;
+    }
+    softmax_rows_p(s, rows, n, ld)
+}
+
+#[inline(always)]
+fn softmax_rows_p(s: &mut [f32], rows: usize, n: usize, ld: usize) {
     for r in 0..rows {
         let row = &mut s[r * ld..r * ld + n];
         let mx = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
         let mut part = [0f32; 16];
-        for (j, v) in row.iter_mut().enumerate() {
+        let mut chunks = row.chunks_exact_mut(16);
+        for ch in &mut chunks {
+            for l in 0..16 {
+                ch[l] = exp_scalar(ch[l] - mx);
+                part[l] += ch[l];
+            }
+        }
+        for (l, v) in chunks.into_remainder().iter_mut().enumerate() {
             *v = exp_scalar(*v - mx);
-            part[j % 16] += *v;
+            part[l] += *v;
         }
         let mut tot = 0f32;
         for p in part {
@@ -352,20 +387,60 @@ pub fn conv3_few_out(be: Backend, src: &[f32], r: usize, cin: usize, w: &[f32], 
         unsafe { avx512::conv3_few_out(src.as_ptr(), r, cin, w.as_ptr(), bias.as_ptr(), cout, out.as_mut_ptr()) };
         return;
     }
-    let _ = be;
+    #[cfg(target_arch = "x86_64")]
+    if be == Backend::Avx2 {
+        unsafe { fma::conv3_few_out(src, r, cin, w, bias, cout, out) };
+        return;
+    }
+    conv3_few_out_p(src, r, cin, w, bias, cout, out)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn conv3_few_out_p(src: &[f32], r: usize, cin: usize, w: &[f32], bias: &[f32], cout: usize, out: &mut [f32]) {
+    const X: usize = 32;
+    let wp = r + 2;
     for co in 0..cout {
         for y in 0..r {
-            for x in 0..r {
-                let mut acc = 0.0 + bias[co];
+            for x0 in (0..r).step_by(X) {
+                let nx = (r - x0).min(X);
+                let mut acc = [0.0 + bias[co]; X];
                 for t in 0..9 {
                     let (ky, kx) = (t / 3, t % 3);
                     for ci in 0..cin {
-                        acc = src[ci * wp * wp + (y + ky) * wp + x + kx].mul_add(w[(co * 9 + t) * cin + ci], acc);
+                        let wv = w[(co * 9 + t) * cin + ci];
+                        let row = &src[ci * wp * wp + (y + ky) * wp + x0 + kx..][..nx];
+                        for (a, &v) in acc.iter_mut().zip(row) {
+                            *a = v.mul_add(wv, *a);
+                        }
                     }
                 }
-                out[co * r * r + y * r + x] = acc;
+                out[co * r * r + y * r + x0..][..nx].copy_from_slice(&acc[..nx]);
             }
         }
+    }
+}
+
+/// The portable kernels compiled for AVX2 + FMA (same arithmetic).
+#[cfg(target_arch = "x86_64")]
+mod fma {
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn affine_act(src: &[f32], ls: usize, dst: &mut [f32], ld: usize, npix: usize, c: usize, scale: &[f32], shift: &[f32], silu: bool) {
+        super::affine_act_p(src, ls, dst, ld, npix, c, scale, shift, silu)
+    }
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn channel_sums(x: &[f32], npix: usize, c: usize, center: Option<&[f32]>, out: &mut [f32]) {
+        super::channel_sums_p(x, npix, c, center, out)
+    }
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn softmax_rows(s: &mut [f32], rows: usize, n: usize, ld: usize) {
+        super::softmax_rows_p(s, rows, n, ld)
+    }
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn conv3_few_out(src: &[f32], r: usize, cin: usize, w: &[f32], bias: &[f32], cout: usize, out: &mut [f32]) {
+        super::conv3_few_out_p(src, r, cin, w, bias, cout, out)
     }
 }
 
@@ -634,22 +709,26 @@ mod tests {
                 assert!(((e as f64 - w) / w).abs() < 1e-6, "exp({x}) = {e} vs {w}");
             }
         }
-        let be = Backend::detect();
         let ones = vec![1f32; xs.len()];
         let zeros = vec![0f32; xs.len()];
         let mut a = vec![0f32; xs.len()];
         let mut b = vec![0f32; xs.len()];
         affine_act(Backend::Scalar, &xs, xs.len(), &mut a, xs.len(), 1, xs.len(), &ones, &zeros, true);
-        affine_act(be, &xs, xs.len(), &mut b, xs.len(), 1, xs.len(), &ones, &zeros, true);
-        assert_eq!(a, b);
+        for be in Backend::available() {
+            affine_act(be, &xs, xs.len(), &mut b, xs.len(), 1, xs.len(), &ones, &zeros, true);
+            assert_eq!(a, b, "{be:?}");
+        }
         for (&x, &y) in xs.iter().zip(&a) {
             let w = x as f64 / (1.0 + (-x as f64).exp());
             assert!((y as f64 - w).abs() <= 1e-6 * w.abs().max(1e-30) + 1e-30, "silu({x}) = {y} vs {w}");
         }
         let mut s1: Vec<f32> = xs.iter().map(|x| x * 0.01).collect();
-        let mut s2 = s1.clone();
+        let s0 = s1.clone();
         softmax_rows(Backend::Scalar, &mut s1, 40, 99, 100);
-        softmax_rows(be, &mut s2, 40, 99, 100);
-        assert_eq!(s1, s2);
+        for be in Backend::available() {
+            let mut s2 = s0.clone();
+            softmax_rows(be, &mut s2, 40, 99, 100);
+            assert_eq!(s1, s2, "{be:?}");
+        }
     }
 }
