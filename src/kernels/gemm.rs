@@ -225,6 +225,27 @@ unsafe fn run_rows(be: Backend, j: &Job, m0: usize, m1: usize) {
     }
 }
 
+/// A full 4×16 tile of the portable kernel (fixed sizes: accumulators stay in registers).
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+unsafe fn portable_tile(j: &Job, taps: &[isize], aoff: &[usize; 4], n0: usize, mut acc: [[f32; 16]; 4]) -> [[f32; 16]; 4] {
+    let mut bp = j.b.add(n0);
+    for &t in taps {
+        let a: [*const f32; 4] = std::array::from_fn(|i| j.a.add(aoff[i]).offset(t));
+        for k in 0..j.kt {
+            let bv: [f32; 16] = std::ptr::read_unaligned(bp as *const [f32; 16]);
+            for i in 0..4 {
+                let av = *a[i].add(k);
+                for q in 0..16 {
+                    acc[i][q] = av.mul_add(bv[q], acc[i][q]);
+                }
+            }
+            bp = bp.add(j.ldb);
+        }
+    }
+    acc
+}
+
 /// The portable kernel compiled for AVX2 + FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
@@ -236,6 +257,7 @@ unsafe fn portable_block_fma(j: &Job, m0: usize, m1: usize, n0: usize, nb: usize
 /// (fixed sizes, so the compiler keeps them in vector registers); short column blocks one
 /// output at a time.
 #[inline(always)]
+#[allow(clippy::needless_range_loop)]
 unsafe fn portable_block(j: &Job, m0: usize, m1: usize, n0: usize, nb: usize) {
     const R: usize = 4;
     const W: usize = 16;
@@ -260,26 +282,20 @@ unsafe fn portable_block(j: &Job, m0: usize, m1: usize, n0: usize, nb: usize) {
                     acc[i][q] = v;
                 }
             }
-            let mut bp = j.b.add(n0 + q0);
-            for &t in taps {
-                for k in 0..j.kt {
-                    if w == W {
-                        let bv: [f32; W] = std::ptr::read_unaligned(bp as *const [f32; W]);
-                        for i in 0..R {
-                            let av = *j.a.add(aoff[i]).offset(t).add(k);
-                            for q in 0..W {
-                                acc[i][q] = av.mul_add(bv[q], acc[i][q]);
-                            }
-                        }
-                    } else {
+            if w == W {
+                acc = portable_tile(j, taps, &aoff, n0 + q0, acc);
+            } else {
+                let mut bp = j.b.add(n0 + q0);
+                for &t in taps {
+                    for k in 0..j.kt {
                         for i in 0..R {
                             let av = *j.a.add(aoff[i]).offset(t).add(k);
                             for q in 0..w {
                                 acc[i][q] = av.mul_add(*bp.add(q), acc[i][q]);
                             }
                         }
+                        bp = bp.add(j.ldb);
                     }
-                    bp = bp.add(j.ldb);
                 }
             }
             for i in 0..rows {

@@ -122,8 +122,9 @@ struct Level {
 }
 
 /// Per-thread scratch buffers, reused across images and calls.
-#[derive(Default)]
 struct Ws {
+    /// images these buffers hold
+    cap: usize,
     hs: Vec<Vec<f32>>,
     pad: Vec<f32>,
     a: Vec<f32>,
@@ -406,8 +407,8 @@ impl FastUNet {
         let threads = rayon::current_num_threads();
         if n == 1 || threads == 1 {
             // one thread: groups of GROUP images; one image on several threads: split rows
-            let g = if n == 1 { 1 } else { GROUP };
-            let mut ws = self.take_ws();
+            let g = n.min(GROUP);
+            let mut ws = self.take_ws(g);
             for (xi, oi) in x.chunks(g * per).zip(out.chunks_mut(g * per)) {
                 self.forward_group(xi, oi, xi.len() / per, &tb, &mut ws, threads > 1);
             }
@@ -415,7 +416,7 @@ impl FastUNet {
         } else {
             let g = GROUP.min(n.div_ceil(threads));
             x.par_chunks(g * per).zip(out.par_chunks_mut(g * per)).for_each(|(xi, oi)| {
-                let mut ws = self.take_ws();
+                let mut ws = self.take_ws(g);
                 self.forward_group(xi, oi, xi.len() / per, &tb, &mut ws, false);
                 self.put_ws(ws);
             });
@@ -423,9 +424,10 @@ impl FastUNet {
         Ok(())
     }
 
-    fn take_ws(&self) -> Ws {
-        let w = self.pool.lock().ok().and_then(|mut p| p.pop());
-        w.unwrap_or_else(|| self.new_ws())
+    /// Buffers for `g` images from the pool (or new ones).
+    fn take_ws(&self, g: usize) -> Ws {
+        let w = self.pool.lock().ok().and_then(|mut p| p.iter().position(|w| w.cap >= g).map(|i| p.swap_remove(i)));
+        w.unwrap_or_else(|| self.new_ws(g))
     }
 
     fn put_ws(&self, ws: Ws) {
@@ -434,13 +436,13 @@ impl FastUNet {
         }
     }
 
-    /// Buffers for a group of up to GROUP images.
-    fn new_ws(&self) -> Ws {
-        let g = GROUP;
+    /// Buffers for a group of `g` images (≈ 2.4 MB an image for the shipped config).
+    fn new_ws(&self, g: usize) -> Ws {
         let cmax = self.max_map;
         let (an, ac) = self.max_attn;
         let chmax = 8 * self.cfg.ch * self.cfg.ch_mult.iter().max().copied().unwrap_or(1);
         Ws {
+            cap: g,
             hs: self.hs_ch.iter().map(|&(c, res)| vec![0f32; g * c * res * res]).collect(),
             pad: vec![0f32; g * self.max_pad],
             a: vec![0f32; g * cmax],
@@ -636,7 +638,8 @@ impl FastUNet {
         let r0 = self.cfg.resolution;
         let cin = self.cfg.in_channels;
         let per = cin * r0 * r0;
-        let Ws { hs, pad, a, b, t, cat, qkv, kt, s, o, scale: sc, shift: sh, gtmp } = ws;
+        debug_assert!(g <= ws.cap);
+        let Ws { hs, pad, a, b, t, cat, qkv, kt, s, o, scale: sc, shift: sh, gtmp, .. } = ws;
         // input → padded HWC
         let wp = r0 + 2;
         let pi = wp * wp * cin;
