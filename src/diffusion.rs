@@ -692,9 +692,35 @@ impl Diffusion {
             .collect())
     }
 
+    /// The importance distribution of [`Self::nll_random_t`] over chain steps 0..K (entry 0,
+    /// L_0, is always 0; the rest sum to 1): π_i ∝ (τ_i − τ_{i−1}) · τ_i^−1.5 with τ_0 = 0, the
+    /// step's share of model time weighted by how the KL terms fall off with t.
+    pub fn step_proposal(&self) -> Vec<f64> {
+        let taus = self.schedule.taus();
+        let mut w: Vec<f64> = (0..taus.len())
+            .map(|i| {
+                if i == 0 {
+                    0.0
+                } else {
+                    let t = taus[i] as f64;
+                    (t - taus[i - 1] as f64) * t.powf(-1.5)
+                }
+            })
+            .collect();
+        let sum: f64 = w.iter().sum();
+        if sum > 0.0 {
+            w.iter_mut().for_each(|v| *v /= sum);
+        }
+        w
+    }
+
     /// An unbiased one-sample estimate of the bound per image: L_T and L_0 exactly, and the
-    /// sum of the K − 1 KL terms as (K − 1)·KL at one chain step i drawn uniformly from 1..K
-    /// per image (stream (seed, image, u64::MAX)). The x_t noise uses the same streams as
+    /// sum of the K − 1 KL terms as KL_i / π_i at one chain step i ∈ 1..K drawn from the
+    /// importance distribution [`Self::step_proposal`] per image (inverse CDF of one uniform of
+    /// stream (seed, image, u64::MAX)). The terms fall off roughly as t^−1.5, so drawing i
+    /// uniformly (weight K − 1) is also unbiased but puts most of the sum into a few rare draws
+    /// near t = 0: the sample mean then usually lands well below the bound and its interval is
+    /// meaningless; the proposal makes KL_i / π_i nearly constant. The x_t noise uses the same streams as
     /// [`Self::nll_exact`] with the same seed, so the two are coupled (common random numbers).
     /// Images that drew the same step go through the network together, in chunks of at most
     /// `batch`. `progress(done, total)` counts network calls.
@@ -713,10 +739,22 @@ impl Diffusion {
         let d = self.batch_dims(den, x0, n)?;
         let batch = batch.max(1);
         let k = self.steps();
-        // Sampled step per image.
+        // Sampled step per image, and its proposal probability.
+        let pi = self.step_proposal();
+        let mut cdf = Vec::with_capacity(pi.len());
+        let mut acc = 0.0f64;
+        for p in &pi {
+            acc += p;
+            cdf.push(acc);
+        }
         let picks: Vec<Option<usize>> = (0..n)
             .map(|j| {
-                (k > 1).then(|| 1 + NormalRng::for_stream(seed, j as u64, u64::MAX).below(k - 1))
+                (k > 1).then(|| {
+                    let u = NormalRng::for_stream(seed, j as u64, u64::MAX).uniform() * acc;
+                    let i = cdf.partition_point(|&c| c <= u).min(k - 1);
+                    // first step with non-zero probability at or after i
+                    (i..k).find(|&i| pi[i] > 0.0).unwrap_or(k - 1)
+                })
             })
             .collect();
         // Groups: step 0 for all images (L_0), then each sampled step.
@@ -745,7 +783,7 @@ impl Diffusion {
                 if i == 0 {
                     l0[j] = self.l0_bpd(x0j, &x_t[r.clone()], &eps[r]);
                 } else {
-                    terms[j] = (k - 1) as f64 * self.term_bpd(x0j, &x_t[r.clone()], &eps[r], i);
+                    terms[j] = self.term_bpd(x0j, &x_t[r.clone()], &eps[r], i) / pi[i];
                 }
             }
             progress(call + 1, total_calls);
@@ -1199,6 +1237,19 @@ mod tests {
             .nll_exact(&wrong, &batch, n, 42, &mut |_, _| {})
             .unwrap();
         assert!(res[0].terms_bpd > 1e-3);
+    }
+
+    #[test]
+    fn step_proposal_is_a_distribution_over_kl_steps() {
+        let diff = Diffusion::new(Schedule::even(1000, 1000).unwrap(), Variance::Small);
+        let pi = diff.step_proposal();
+        assert_eq!(pi.len(), 1000);
+        assert_eq!(pi[0], 0.0);
+        assert!((pi.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        // t^-1.5: step t = 2 (index 1) is 2^1.5 times as likely as t = 4 (index 3)
+        assert!((pi[1] / pi[3] - 2f64.powf(1.5)).abs() < 1e-9);
+        let one = Diffusion::new(Schedule::even(1000, 1).unwrap(), Variance::Small);
+        assert_eq!(one.step_proposal(), vec![0.0]);
     }
 
     #[test]

@@ -142,6 +142,9 @@ pub fn linear_betas(t_max: usize) -> Vec<f64> {
 /// Turns rounded, possibly repeated, targets (each in 0..=t_max) into a strictly increasing
 /// sequence in 1..=t_max ending at t_max, staying as close to the targets as the constraints
 /// allow. Requires `1 <= raw.len() <= t_max`.
+///
+/// Exactly (format/SPEC.md § 2): a forward pass v_i = max(r_i, v_{i−1} + 1) with v_0 = 0, then
+/// a backward pass setting v_K = t_max and v_i = min(v_i, v_{i+1} − 1) for i = K − 1 down to 1.
 fn make_strictly_increasing(raw: &[usize], t_max: usize) -> Vec<usize> {
     let k = raw.len();
     let mut taus = Vec::with_capacity(k);
@@ -161,6 +164,50 @@ fn make_strictly_increasing(raw: &[usize], t_max: usize) -> Vec<usize> {
         next = *v;
     }
     taus
+}
+
+/// round_half_even(n / d) for integers, d > 0: q = n / d, r = n % d; q + 1 if 2r > d, q + (q odd)
+/// if 2r = d, else q (Python's `round` of the exact quotient).
+fn div_round_half_even(n: u128, d: u128) -> u128 {
+    let (q, r) = (n / d, n % d);
+    match (2 * r).cmp(&d) {
+        std::cmp::Ordering::Greater => q + 1,
+        std::cmp::Ordering::Equal => q + (q & 1),
+        std::cmp::Ordering::Less => q,
+    }
+}
+
+fn check_taus_k(t_max: usize, k: usize) -> Result<()> {
+    if k == 0 || k > t_max {
+        return Err(Error::Parameter(format!(
+            "number of steps {k} must be in 1..={t_max}"
+        )));
+    }
+    Ok(())
+}
+
+/// The even schedule's model times (format/SPEC.md § 2, `schedule_kind` 1): τ_i =
+/// round_half_even(i·T / K) for i = 1..=K in exact integer arithmetic, then made strictly
+/// increasing. Requires 1 ≤ K ≤ T (else [`Error::Parameter`]). `even_taus(T, T)` is 1..=T.
+pub fn even_taus(t_max: usize, k: usize) -> Result<Vec<usize>> {
+    check_taus_k(t_max, k)?;
+    let (t, kk) = (t_max as u128, k as u128);
+    let raw: Vec<usize> = (1..=kk)
+        .map(|i| div_round_half_even(i * t, kk) as usize)
+        .collect();
+    Ok(make_strictly_increasing(&raw, t_max))
+}
+
+/// The quadratic schedule's model times, dense near t = 0 (format/SPEC.md § 2,
+/// `schedule_kind` 2): τ_i = round_half_even(T·i² / K²) for i = 1..=K in exact integer
+/// arithmetic, then made strictly increasing. Requires 1 ≤ K ≤ T (else [`Error::Parameter`]).
+pub fn quadratic_taus(t_max: usize, k: usize) -> Result<Vec<usize>> {
+    check_taus_k(t_max, k)?;
+    let (t, kk) = (t_max as u128, k as u128);
+    let raw: Vec<usize> = (1..=kk)
+        .map(|i| div_round_half_even(t * i * i, kk * kk) as usize)
+        .collect();
+    Ok(make_strictly_increasing(&raw, t_max))
 }
 
 impl Schedule {
@@ -236,25 +283,30 @@ impl Schedule {
 
     /// K evenly spaced steps: τ_i = round(i·T/K), i = 1..=K, rounding ties to even exactly like
     /// Python's `round` in `train/diffusion.py` (`Schedule.even`), made strictly increasing
-    /// (a no-op for K ≤ T). `even(T, T)` is the full chain.
+    /// (a no-op for K ≤ T). Computed by [`even_taus`] in exact integer arithmetic.
+    /// `even(T, T)` is the full chain.
     pub fn even(t_max: usize, k: usize) -> Result<Schedule> {
         check_k(t_max, k)?;
-        let raw: Vec<usize> = (1..=k)
-            .map(|i| ((i as f64) * (t_max as f64) / (k as f64)).round_ties_even() as usize)
-            .collect();
-        Schedule::respaced(t_max, make_strictly_increasing(&raw, t_max))
+        Schedule::respaced(t_max, even_taus(t_max, k)?)
     }
 
     /// K steps dense near t = 0 (where the bits are): τ_i = round(T·(i/K)^power) (ties to even),
     /// made strictly
     /// increasing (small i collapse onto 1, 2, 3, … when the power law is denser than the
     /// integer grid). `power` must be finite and > 0; [`DEFAULT_DENSE_POWER`] = 2.
+    ///
+    /// `power == 2.0` uses [`quadratic_taus`] (exact integer arithmetic, the schedule the
+    /// container codes as `schedule_kind` 2), so ties round to even exactly: T = 1000, K = 20
+    /// gives τ_1 = round(2.5) = 2. Other powers use f64 `powf`.
     pub fn dense_low(t_max: usize, k: usize, power: f64) -> Result<Schedule> {
         check_k(t_max, k)?;
         if !(power.is_finite() && power > 0.0) {
             return Err(Error::Parameter(format!(
                 "dense_low power must be finite and > 0, got {power}"
             )));
+        }
+        if power == 2.0 {
+            return Schedule::respaced(t_max, quadratic_taus(t_max, k)?);
         }
         let raw: Vec<usize> = (1..=k)
             .map(|i| {
@@ -497,6 +549,73 @@ mod tests {
         let d = Schedule::dense_low(3, 3, 2.0).unwrap();
         assert_eq!(d.taus(), &[1, 2, 3]);
         assert_eq!(Schedule::linear(1).unwrap().taus(), &[1]);
+    }
+
+    #[test]
+    fn integer_taus_pinned() {
+        // By hand / Python `round` of the exact quotient (ties to even).
+        assert_eq!(even_taus(1000, 3).unwrap(), vec![333, 667, 1000]);
+        assert_eq!(even_taus(1000, 4).unwrap(), vec![250, 500, 750, 1000]);
+        // T·i²/K² = 2.5·i²: odd i are ties (2.5 → 2, 22.5 → 22, 62.5 → 62, …).
+        assert_eq!(
+            quadratic_taus(1000, 20).unwrap(),
+            vec![
+                2, 10, 22, 40, 62, 90, 122, 160, 202, 250, 302, 360, 422, 490, 562, 640, 722, 810,
+                902, 1000
+            ]
+        );
+        assert_eq!(quadratic_taus(1000, 3).unwrap(), vec![111, 444, 1000]);
+        // Collisions near 0 are spread to 1, 2, 3, …
+        assert_eq!(
+            &quadratic_taus(1000, 200).unwrap()[..20],
+            &(1..=20).collect::<Vec<usize>>()[..]
+        );
+        assert_eq!(quadratic_taus(3, 3).unwrap(), vec![1, 2, 3]);
+        assert_eq!(even_taus(7, 7).unwrap(), (1..=7).collect::<Vec<_>>());
+        assert_eq!(even_taus(5, 1).unwrap(), vec![5]);
+        assert_eq!(quadratic_taus(5, 1).unwrap(), vec![5]);
+        // 1 ≤ K ≤ T, else Parameter; no MAX_T_MAX bound (T is a u16 in the container).
+        for (t, k) in [(10, 0), (10, 11), (0, 0), (0, 1)] {
+            assert!(matches!(even_taus(t, k), Err(Error::Parameter(_))));
+            assert!(matches!(quadratic_taus(t, k), Err(Error::Parameter(_))));
+        }
+        assert_eq!(*even_taus(65535, 65535).unwrap().last().unwrap(), 65535);
+        assert_eq!(quadratic_taus(65535, 65535).unwrap().len(), 65535);
+        // Schedule::dense_low(·, ·, 2.0) is the quadratic schedule.
+        assert_eq!(
+            Schedule::dense_low(1000, 20, 2.0).unwrap().taus(),
+            &quadratic_taus(1000, 20).unwrap()[..]
+        );
+    }
+
+    #[test]
+    fn even_taus_equal_the_f64_formula() {
+        // The integer formula gives what the former f64 code (round_ties_even(i·T/K)) gave.
+        let f64_even = |t: usize, k: usize| -> Vec<usize> {
+            let raw: Vec<usize> = (1..=k)
+                .map(|i| ((i as f64) * (t as f64) / (k as f64)).round_ties_even() as usize)
+                .collect();
+            make_strictly_increasing(&raw, t)
+        };
+        for t in (1..=200).chain([999, 1000, 1001, 4096]) {
+            for k in 1..=t {
+                assert_eq!(even_taus(t, k).unwrap(), f64_even(t, k), "T={t} K={k}");
+            }
+        }
+    }
+
+    #[test]
+    fn integer_taus_are_valid_schedules() {
+        for t in 1..=120 {
+            for k in 1..=t {
+                for taus in [even_taus(t, k).unwrap(), quadratic_taus(t, k).unwrap()] {
+                    assert_eq!(taus.len(), k);
+                    assert!(taus[0] >= 1);
+                    assert!(taus.windows(2).all(|w| w[0] < w[1]));
+                    assert_eq!(*taus.last().unwrap(), t);
+                }
+            }
+        }
     }
 
     #[test]

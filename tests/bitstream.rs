@@ -4,10 +4,11 @@
 use std::path::PathBuf;
 
 use ddpm_codec::bitstream::{
-    read_stream, write_stream, Channels, ColourMode, Header, Limits, Stream, VarianceCode,
-    HEADER_FIXED_LEN,
+    read_stream, write_stream, Channels, ColourMode, Header, Limits, ScheduleKind, Stream,
+    VarianceCode, HEADER_FIXED_LEN,
 };
 use ddpm_codec::error::Error;
+use ddpm_codec::schedule::{even_taus, quadratic_taus};
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};
 
@@ -40,6 +41,10 @@ fn sample_header(taus: Vec<u16>, lossless: bool) -> Header {
         body_crc32: 0,
         pixel_crc32: 0xA1B2_C3D4,
     }
+}
+
+fn to_u16(taus: Vec<usize>) -> Vec<u16> {
+    taus.into_iter().map(|t| t as u16).collect()
 }
 
 fn sample_stream() -> Stream {
@@ -105,81 +110,148 @@ fn check_canonical(input: &[u8], s: &Stream) {
 // ---------------------------------------------------------------- spec ⇔ code
 
 /// Parses the field table of SPEC.md § 2 and checks, byte by byte, that `encode_fields` puts
-/// every field at the offset and with the width the spec states.
+/// every field at the offset and with the width the spec states: once with explicit taus
+/// (S = 2K) and once for each generated schedule kind (S = 0, no `taus` field).
 #[test]
 fn spec_field_table_matches_encoder() {
     let spec = std::fs::read_to_string(repo_path("format/SPEC.md")).unwrap();
     let k = 3usize;
-    let mut h = sample_header(vec![7, 300, 999], true);
-    h.body_words = 0x1122_3344;
-    h.body_crc32 = 0x5566_7788;
-    h.variance = VarianceCode::Large;
-    h.channels = Channels::Rgba;
-    let enc = h.encode_fields();
-    assert_eq!(enc.len(), HEADER_FIXED_LEN + 2 * k);
+    let cases = [
+        (vec![7, 300, 999], ScheduleKind::Explicit),
+        (to_u16(even_taus(999, 3).unwrap()), ScheduleKind::Even),
+        (
+            to_u16(quadratic_taus(999, 3).unwrap()),
+            ScheduleKind::Quadratic,
+        ),
+    ];
+    for (taus, kind) in cases {
+        let mut h = sample_header(taus, true);
+        h.body_words = 0x1122_3344;
+        h.body_crc32 = 0x5566_7788;
+        h.variance = VarianceCode::Large;
+        h.channels = Channels::Rgba;
+        assert_eq!(h.schedule_kind(), kind);
+        let s_len = if kind == ScheduleKind::Explicit {
+            2 * k
+        } else {
+            0
+        };
+        let enc = h.encode_fields();
+        assert_eq!(enc.len(), HEADER_FIXED_LEN + s_len);
+        assert_eq!(enc.len(), h.header_len());
 
-    let mut rows = 0;
-    let mut end_seen = false;
-    for line in spec.lines() {
-        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        if cells.len() < 5 || cells[1].is_empty() || !cells[1].as_bytes()[0].is_ascii_digit() {
-            continue;
+        let mut rows = 0;
+        let mut end_seen = false;
+        let mut taus_seen = false;
+        for line in spec.lines() {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            if cells.len() < 5 || cells[1].is_empty() || !cells[1].as_bytes()[0].is_ascii_digit() {
+                continue;
+            }
+            let off = match cells[1].split_once(" + ") {
+                Some((a, "S")) => a.parse::<usize>().unwrap() + s_len,
+                None => cells[1].parse::<usize>().unwrap(),
+                Some(_) => panic!("unexpected offset expression {}", cells[1]),
+            };
+            let (name, ty) = (cells[2], cells[3]);
+            if name == "(end)" {
+                assert_eq!(off, enc.len(), "(end) offset");
+                end_seen = true;
+                continue;
+            }
+            rows += 1;
+            if name == "taus" {
+                // Present only for schedule_kind 0; its row must say so.
+                assert!(
+                    cells[4].contains("only if schedule_kind = 0"),
+                    "taus row: {line}"
+                );
+                taus_seen = true;
+                if kind != ScheduleKind::Explicit {
+                    continue;
+                }
+            }
+            let le = |v: u64, n: usize| v.to_le_bytes()[..n].to_vec();
+            let expected: Vec<u8> = match name {
+                "model_sha256" => h.model_sha256.to_vec(),
+                "width" => le(h.width.into(), 4),
+                "height" => le(h.height.into(), 4),
+                "channels" => vec![4],
+                "colour_mode" => vec![0],
+                "tile_size" => le(32, 2),
+                "batch_tiles" => le(h.batch_tiles.into(), 2),
+                "t_max" => le(h.t_max.into(), 2),
+                "num_steps" => le(k as u64, 2),
+                "schedule_kind" => vec![kind.code()],
+                "taus" => h.taus.iter().flat_map(|t| t.to_le_bytes()).collect(),
+                "variance" => vec![1],
+                "chunk_bits_q8" => le(h.chunk_bits_q8.into(), 2),
+                "margin_bits" => vec![h.margin_bits],
+                "min_log2_candidates" => vec![h.min_log2_candidates],
+                "max_log2_candidates" => vec![h.max_log2_candidates],
+                "skip_below_q8" => le(h.skip_below_q8.into(), 2),
+                "seed" => le(h.seed, 8),
+                "flags" => vec![1],
+                "body_words" => le(h.body_words.into(), 4),
+                "body_crc32" => le(h.body_crc32.into(), 4),
+                "pixel_crc32" => le(h.pixel_crc32.into(), 4),
+                other => panic!("SPEC.md names a field the test does not know: {other}"),
+            };
+            let width = match ty {
+                "u8" => 1,
+                "u16" => 2,
+                "u32" => 4,
+                "u64" => 8,
+                "[u8; 32]" => 32,
+                "[u16; K]" => 2 * k,
+                other => panic!("unknown type {other}"),
+            };
+            assert_eq!(expected.len(), width, "{name}: type width");
+            assert_eq!(
+                &enc[off..off + width],
+                &expected[..],
+                "{name} at offset {off} ({kind:?})"
+            );
         }
-        let off = match cells[1].split_once(" + ") {
-            Some((a, "2K")) => a.parse::<usize>().unwrap() + 2 * k,
-            None => cells[1].parse::<usize>().unwrap(),
-            Some(_) => panic!("unexpected offset expression {}", cells[1]),
-        };
-        let (name, ty) = (cells[2], cells[3]);
-        if name == "(end)" {
-            assert_eq!(off, enc.len(), "(end) offset");
-            end_seen = true;
-            continue;
-        }
-        let le = |v: u64, n: usize| v.to_le_bytes()[..n].to_vec();
-        let expected: Vec<u8> = match name {
-            "model_sha256" => h.model_sha256.to_vec(),
-            "width" => le(h.width.into(), 4),
-            "height" => le(h.height.into(), 4),
-            "channels" => vec![4],
-            "colour_mode" => vec![0],
-            "tile_size" => le(32, 2),
-            "batch_tiles" => le(h.batch_tiles.into(), 2),
-            "t_max" => le(h.t_max.into(), 2),
-            "num_steps" => le(k as u64, 2),
-            "taus" => h.taus.iter().flat_map(|t| t.to_le_bytes()).collect(),
-            "variance" => vec![1],
-            "chunk_bits_q8" => le(h.chunk_bits_q8.into(), 2),
-            "margin_bits" => vec![h.margin_bits],
-            "min_log2_candidates" => vec![h.min_log2_candidates],
-            "max_log2_candidates" => vec![h.max_log2_candidates],
-            "skip_below_q8" => le(h.skip_below_q8.into(), 2),
-            "seed" => le(h.seed, 8),
-            "flags" => vec![1],
-            "body_words" => le(h.body_words.into(), 4),
-            "body_crc32" => le(h.body_crc32.into(), 4),
-            "pixel_crc32" => le(h.pixel_crc32.into(), 4),
-            other => panic!("SPEC.md names a field the test does not know: {other}"),
-        };
-        let width = match ty {
-            "u8" => 1,
-            "u16" => 2,
-            "u32" => 4,
-            "u64" => 8,
-            "[u8; 32]" => 32,
-            "[u16; K]" => 2 * k,
-            other => panic!("unknown type {other}"),
-        };
-        assert_eq!(expected.len(), width, "{name}: type width");
-        assert_eq!(
-            &enc[off..off + width],
-            &expected[..],
-            "{name} at offset {off}"
-        );
-        rows += 1;
+        assert_eq!(rows, 22, "SPEC.md § 2 should list 22 fields");
+        assert!(end_seen && taus_seen);
     }
-    assert_eq!(rows, 21, "SPEC.md § 2 should list 21 fields");
-    assert!(end_seen);
+}
+
+/// The enumerated-codes table of SPEC.md § 2 lists exactly the `schedule_kind` codes the
+/// reader accepts.
+#[test]
+fn spec_schedule_kind_codes() {
+    let spec = std::fs::read_to_string(repo_path("format/SPEC.md")).unwrap();
+    let mut codes: Vec<u8> = spec
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            (cells.len() >= 4 && cells[1] == "schedule_kind")
+                .then(|| cells[2].parse::<u8>().ok())
+                .flatten()
+        })
+        .collect();
+    codes.sort_unstable();
+    assert_eq!(codes, vec![0, 1, 2]);
+    for v in 0..=255u8 {
+        assert_eq!(
+            ScheduleKind::try_from(v).is_ok(),
+            codes.contains(&v),
+            "code {v}"
+        );
+    }
+    // The spec's worked examples.
+    assert!(spec.contains("kind 1, K = 3: [333, 667, 1000]"));
+    assert_eq!(even_taus(1000, 3).unwrap(), vec![333, 667, 1000]);
+    assert_eq!(quadratic_taus(1000, 3).unwrap(), vec![111, 444, 1000]);
+    let q20 = quadratic_taus(1000, 20).unwrap();
+    let q20s: Vec<String> = q20.iter().map(usize::to_string).collect();
+    let flat: String = spec.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        flat.contains(&format!("[{}]", q20s.join(", "))),
+        "SPEC's K = 20 example"
+    );
 }
 
 // ---------------------------------------------------------------- test vectors
@@ -194,6 +266,7 @@ fn vectors_match_readme_hashes() {
     let mut n = 0;
     for name in [
         "valid.ddpc",
+        "valid_quadratic.ddpc",
         "truncated.ddpc",
         "corrupt_header.ddpc",
         "corrupt_body.ddpc",
@@ -210,9 +283,11 @@ fn vectors_match_readme_hashes() {
             line.contains(&hash),
             "README hash of {name} is stale (now {hash})"
         );
+        let size = format!("| {} |", vector(name).len());
+        assert!(line.contains(&size), "README size of {name} is stale");
         n += 1;
     }
-    assert_eq!(n, 4);
+    assert_eq!(n, 5);
 }
 
 const VECTOR_WORDS: [u32; 5] = [0xDEAD_BEEF, 1, 0x1234_5678, 0xCAFE_BABE, 0];
@@ -220,9 +295,14 @@ const VECTOR_WORDS: [u32; 5] = [0xDEAD_BEEF, 1, 0x1234_5678, 0xCAFE_BABE, 0];
 #[test]
 fn vector_valid() {
     let bytes = vector("valid.ddpc");
-    assert_eq!(bytes.len(), 128);
+    assert_eq!(bytes.len(), 129);
     let s = read(&bytes).unwrap();
     let h = &s.header;
+    assert_eq!(bytes[4], 2, "version");
+    assert_eq!(u32::from_le_bytes(bytes[5..9].try_into().unwrap()), 86);
+    assert_eq!(h.header_len(), 86);
+    assert_eq!(h.schedule_kind(), ScheduleKind::Explicit);
+    assert_eq!(bytes[9 + 50], 0, "schedule_kind");
     let model: [u8; 32] = core::array::from_fn(|i| i as u8);
     assert_eq!(h.model_sha256, model);
     assert_eq!((h.width, h.height), (3, 2));
@@ -254,6 +334,63 @@ fn vector_valid() {
     assert_eq!(write_stream(&s).unwrap(), bytes);
 }
 
+const QUAD_WORDS_NEEDED: [u32; 20] = [1, 1, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 5, 5, 5, 6, 6, 6, 7, 8];
+
+#[test]
+fn vector_valid_quadratic() {
+    let bytes = vector("valid_quadratic.ddpc");
+    assert_eq!(bytes.len(), 138);
+    let s = read(&bytes).unwrap();
+    let h = &s.header;
+    assert_eq!(u32::from_le_bytes(bytes[5..9].try_into().unwrap()), 80);
+    assert_eq!(bytes[9 + 50], 2, "schedule_kind");
+    assert_eq!(h.schedule_kind(), ScheduleKind::Quadratic);
+    assert_eq!(h.header_len(), 80);
+    let model: [u8; 32] = core::array::from_fn(|i| i as u8);
+    assert_eq!(h.model_sha256, model);
+    assert_eq!((h.width, h.height), (3, 2));
+    assert_eq!(
+        (h.channels, h.colour_mode),
+        (Channels::Rgb, ColourMode::Rgb)
+    );
+    assert_eq!((h.tile_size, h.batch_tiles, h.t_max), (32, 16, 1000));
+    assert_eq!(h.num_steps(), 20);
+    assert_eq!(h.taus, to_u16(quadratic_taus(1000, 20).unwrap()));
+    assert_eq!(
+        h.taus,
+        vec![
+            2, 10, 22, 40, 62, 90, 122, 160, 202, 250, 302, 360, 422, 490, 562, 640, 722, 810, 902,
+            1000
+        ]
+    );
+    // The README lists the same taus.
+    let readme = std::fs::read_to_string(repo_path("format/vectors/README.md")).unwrap();
+    let listed: Vec<String> = h.taus.iter().map(u16::to_string).collect();
+    assert!(readme.contains(&format!("[{}]", listed.join(", "))));
+    assert_eq!(h.variance, VarianceCode::Large);
+    assert_eq!(h.chunk_bits_q8, 2048);
+    assert_eq!(
+        (h.margin_bits, h.min_log2_candidates, h.max_log2_candidates),
+        (6, 8, 16)
+    );
+    assert_eq!(h.skip_below_q8, 64);
+    assert_eq!(h.seed, 0xFEDC_BA98_7654_3210);
+    assert!(h.lossless);
+    assert_eq!(h.body_words, 8);
+    assert_eq!(h.body_crc32, 0x5481_3E1B);
+    assert_eq!(h.pixel_crc32, 0xDCF5_7F85);
+    assert_eq!(s.words_needed, QUAD_WORDS_NEEDED.to_vec());
+    let words: Vec<u32> = (1..=8u32).map(|n| n.wrapping_mul(0x9E37_79B9)).collect();
+    assert_eq!(s.words, words);
+    assert!(!s.truncated);
+    assert_eq!(s.packets_available(), 20);
+    let (t, body_at) = sections(&bytes);
+    assert_eq!((t, body_at), (93, 106));
+    assert_eq!(&bytes[t + 4..t + 9], &[0x55, 0xAE, 0xB5, 0xAD, 0x20]);
+    // Our writer produces the vector byte for byte.
+    assert_eq!(write_stream(&s).unwrap(), bytes);
+}
+
 #[test]
 fn vector_truncated() {
     let s = read(&vector("truncated.ddpc")).unwrap();
@@ -265,11 +402,32 @@ fn vector_truncated() {
     assert_eq!(s.header, read(&vector("valid.ddpc")).unwrap().header);
 }
 
+/// The single byte where `name` differs from valid.ddpc, and the XOR there; the README's row
+/// names that byte.
+fn flipped_byte(name: &str) -> (usize, u8) {
+    let (v, c) = (vector("valid.ddpc"), vector(name));
+    assert_eq!(v.len(), c.len());
+    let diff: Vec<usize> = (0..v.len()).filter(|&i| v[i] != c[i]).collect();
+    assert_eq!(diff.len(), 1, "{name} differs in {diff:?}");
+    let readme = std::fs::read_to_string(repo_path("format/vectors/README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with(&format!("| `{name}` |")))
+        .unwrap();
+    assert!(
+        line.contains(&format!("byte {} (", diff[0])),
+        "README byte of {name}"
+    );
+    (diff[0], v[diff[0]] ^ c[diff[0]])
+}
+
 #[test]
 fn vector_corrupt_header() {
     assert!(
         matches!(read(&vector("corrupt_header.ddpc")), Err(Error::Checksum(m)) if m.contains("header CRC"))
     );
+    // Width's low byte: file offset 9 + 32.
+    assert_eq!(flipped_byte("corrupt_header.ddpc"), (9 + 32, 0x01));
 }
 
 #[test]
@@ -282,6 +440,9 @@ fn vector_corrupt_body() {
     let s = read(&b[..b.len() - 1]).unwrap();
     assert!(s.truncated);
     assert_eq!(s.words[1], 0x0000_0081);
+    // Body word 1's low byte.
+    let (_, body_at) = sections(&b);
+    assert_eq!(flipped_byte("corrupt_body.ddpc"), (body_at + 4, 0x80));
 }
 
 // ---------------------------------------------------------------- truncation & corruption
@@ -290,6 +451,7 @@ fn vector_corrupt_body() {
 fn every_prefix_is_a_prefix_or_a_truncated_header() {
     let mut files = vec![
         vector("valid.ddpc"),
+        vector("valid_quadratic.ddpc"),
         write_stream(&sample_stream()).unwrap(),
     ];
     let mut s = sample_stream();
@@ -319,6 +481,7 @@ fn every_prefix_is_a_prefix_or_a_truncated_header() {
 fn single_bit_flips_are_detected() {
     for bytes in [
         vector("valid.ddpc"),
+        vector("valid_quadratic.ddpc"),
         write_stream(&sample_stream()).unwrap(),
     ] {
         for i in 0..bytes.len() {
@@ -372,9 +535,18 @@ fn wrong_magic_and_version() {
     expect_format(read(&b), "bad magic");
     expect_format(read(b"PNG"), "bad magic");
     expect_format(read(b"DDP"), "truncated header");
+    for v in [1u8, 3] {
+        let mut b = vector("valid.ddpc");
+        b[4] = v;
+        expect_format(read(&b), &format!("unsupported format version {v}"));
+    }
+    // A genuine version-1 layout (taus right after num_steps, header_len 79 + 2K) is rejected
+    // for its version before anything else is looked at.
     let mut b = vector("valid.ddpc");
-    b[4] = 2;
-    expect_format(read(&b), "unsupported format version 2");
+    b[4] = 1;
+    b.remove(9 + 50);
+    b[5..9].copy_from_slice(&85u32.to_le_bytes());
+    expect_format(read(&b), "unsupported format version 1");
 }
 
 #[test]
@@ -387,7 +559,7 @@ fn trailing_garbage() {
     expect_format(read(&b), "trailing bytes");
 }
 
-// Field offsets (SPEC.md § 2) in the sample stream, K = 4.
+// Field offsets (SPEC.md § 2) in the sample stream, K = 4, explicit taus: S = 2K = 8.
 const K4: usize = 8;
 const OFF_WIDTH: usize = 32;
 const OFF_HEIGHT: usize = 36;
@@ -397,13 +569,14 @@ const OFF_TILE: usize = 42;
 const OFF_BATCH: usize = 44;
 const OFF_TMAX: usize = 46;
 const OFF_K: usize = 48;
-const OFF_TAUS: usize = 50;
-const OFF_VARIANCE: usize = 50 + K4;
-const OFF_CHUNK: usize = 51 + K4;
-const OFF_MINLOG: usize = 54 + K4;
-const OFF_MAXLOG: usize = 55 + K4;
-const OFF_FLAGS: usize = 66 + K4;
-const OFF_BODY_WORDS: usize = 67 + K4;
+const OFF_KIND: usize = 50;
+const OFF_TAUS: usize = 51;
+const OFF_VARIANCE: usize = 51 + K4;
+const OFF_CHUNK: usize = 52 + K4;
+const OFF_MINLOG: usize = 55 + K4;
+const OFF_MAXLOG: usize = 56 + K4;
+const OFF_FLAGS: usize = 67 + K4;
+const OFF_BODY_WORDS: usize = 68 + K4;
 
 #[test]
 fn absurd_geometry() {
@@ -463,6 +636,16 @@ fn bad_taus_and_steps() {
         read(&patched(OFF_CHUNK, &0u16.to_le_bytes())),
         "chunk_bits_q8 is 0",
     );
+    // schedule_kind: unknown codes; a generated kind does not match the explicit length.
+    for c in [3u8, 4, 255] {
+        expect_format(
+            read(&patched(OFF_KIND, &[c])),
+            &format!("unknown schedule_kind code {c}"),
+        );
+    }
+    for c in [1u8, 2] {
+        expect_format(read(&patched(OFF_KIND, &[c])), "does not match num_steps");
+    }
     expect_format(read(&patched(OFF_MAXLOG, &[33])), "max_log2_candidates 33");
     expect_format(read(&patched(OFF_MINLOG, &[19])), "min_log2_candidates 19");
     // K and t_max above the limits (a proper file with 10001 steps).
@@ -497,12 +680,134 @@ fn unknown_enum_codes_and_flags() {
     expect_format(read(&patched(OFF_FLAGS, &[0])), "step table");
 }
 
+/// A stream whose header holds `taus` (t_max = the last tau), lossless, with an empty body.
+fn stream_with(taus: Vec<u16>) -> Stream {
+    let k = taus.len();
+    Stream {
+        header: sample_header(taus, true),
+        words_needed: vec![0; k],
+        words: vec![],
+        truncated: false,
+    }
+}
+
+#[test]
+fn generated_schedules() {
+    for (t, k) in [
+        (1000usize, 20usize),
+        (1000, 1000),
+        (1000, 1),
+        (7, 3),
+        (10000, 10000),
+    ] {
+        for (taus, kind) in [
+            (even_taus(t, k).unwrap(), ScheduleKind::Even),
+            (quadratic_taus(t, k).unwrap(), ScheduleKind::Quadratic),
+        ] {
+            let s = stream_with(to_u16(taus));
+            let b = write_stream(&s).unwrap();
+            let h = &s.header;
+            // Even wins where both lists agree (K = 1, K = T).
+            let expect =
+                if kind == ScheduleKind::Quadratic && h.taus == to_u16(even_taus(t, k).unwrap()) {
+                    ScheduleKind::Even
+                } else {
+                    kind
+                };
+            assert_eq!(h.schedule_kind(), expect, "T={t} K={k}");
+            assert_eq!(b[9 + OFF_KIND], expect.code());
+            assert_eq!(h.header_len(), 80);
+            assert_eq!(u32::from_le_bytes(b[5..9].try_into().unwrap()), 80);
+            assert_eq!(read(&b).unwrap(), s);
+        }
+    }
+}
+
+#[test]
+fn non_canonical_schedule_kind_is_rejected() {
+    // K = 1: even and quadratic both give [T]; the canonical code is 1, so 2 is rejected.
+    let b = write_stream(&stream_with(vec![1000])).unwrap();
+    assert_eq!(b[9 + OFF_KIND], 1);
+    let mut c = b.clone();
+    c[9 + OFF_KIND] = 2;
+    reseal_header(&mut c);
+    expect_format(read(&c), "non-canonical schedule_kind 2");
+    // Explicit (kind 0) taus that equal a generated list.
+    for (taus, canonical) in [
+        (to_u16(even_taus(1000, 4).unwrap()), 1),
+        (to_u16(quadratic_taus(1000, 4).unwrap()), 2),
+    ] {
+        let b = write_stream(&stream_with(taus.clone())).unwrap();
+        assert_eq!(b[9 + OFF_KIND], canonical);
+        let mut c = b[..9 + OFF_KIND].to_vec();
+        c.push(0);
+        for t in &taus {
+            c.extend_from_slice(&t.to_le_bytes());
+        }
+        c.extend_from_slice(&b[9 + OFF_KIND + 1..]);
+        let h = u32::from_le_bytes(c[5..9].try_into().unwrap()) + 8;
+        c[5..9].copy_from_slice(&h.to_le_bytes());
+        reseal_header(&mut c);
+        expect_format(read(&c), "non-canonical schedule_kind 0");
+    }
+}
+
+#[test]
+fn generated_kind_bounds() {
+    // Kind 1 with K patched above T, to 0, and above the limit.
+    let s = stream_with(to_u16(even_taus(1000, 4).unwrap()));
+    let b = write_stream(&s).unwrap();
+    let with_k = |k: u16| {
+        let mut c = b.clone();
+        c[9 + OFF_K..9 + OFF_K + 2].copy_from_slice(&k.to_le_bytes());
+        reseal_header(&mut c);
+        c
+    };
+    expect_format(read(&with_k(0)), "requires 1 <= num_steps <= t_max");
+    expect_format(read(&with_k(1001)), "requires 1 <= num_steps <= t_max");
+    expect_limits(read(&with_k(10001)));
+    expect_limits(read(&with_k(u16::MAX)));
+    // A different valid K regenerates another schedule; then the step table no longer fits P.
+    expect_format(read(&with_k(5)), "step table");
+}
+
+/// Header + step table overhead in bytes of a lossless stream (what the report quotes):
+/// 9 (magic, version, header_len) + header_len + 4 (CRC) + 4 (table_len) + table + 4 (CRC).
+#[test]
+fn header_sizes() {
+    let overhead = |taus: Vec<u16>| {
+        let s = stream_with(taus);
+        let b = write_stream(&s).unwrap();
+        let (_, body_at) = sections(&b);
+        (s.header.header_len(), body_at)
+    };
+    // Empty body: every packet's delta is 0, a 1-bit code each.
+    assert_eq!(
+        overhead(to_u16(quadratic_taus(1000, 20).unwrap())),
+        (80, 80 + 13 + 3 + 8)
+    );
+    assert_eq!(
+        overhead(to_u16(even_taus(1000, 1000).unwrap())),
+        (80, 80 + 13 + 125 + 8)
+    );
+    assert_eq!(
+        overhead(to_u16(quadratic_taus(1000, 1000).unwrap())),
+        (80, 80 + 13 + 125 + 8)
+    );
+    // Explicit K = 1000 (not a generated list): 80 + 2000.
+    let taus: Vec<u16> = (2..=1001).collect();
+    assert_eq!(overhead(taus).0, 2080);
+}
+
 #[test]
 fn length_fields() {
     // header_len beyond the structural maximum, and beyond a lowered limit.
     let mut b = vector("valid.ddpc");
     b[5..9].copy_from_slice(&0x0100_0000u32.to_le_bytes());
     expect_format(read(&b), "header_len");
+    let mut b = vector("valid.ddpc");
+    b[5..9].copy_from_slice(&79u32.to_le_bytes());
+    expect_format(read(&b), "header_len 79 outside 80..=131150");
     let b = vector("valid.ddpc");
     let tight = Limits {
         max_header_len: 82,
@@ -580,6 +885,8 @@ prop_compose! {
         batch in 1u16..=4096,
         t_max in 1u16..=10000,
         raw_taus in proptest::collection::vec(1u16..=10000, 0..40),
+        sched in 0u8..4,
+        kfrac in 0.0f64..1.0,
         variance in any::<bool>(),
         chunk in 1u16..,
         margin in any::<u8>(),
@@ -598,10 +905,19 @@ prop_compose! {
             (Channels::Rgb, ColourMode::GreyReplicated),
             (Channels::Rgba, ColourMode::Rgb),
         ][ch];
-        let mut taus: Vec<u16> = raw_taus.into_iter().filter(|&t| t < t_max).collect();
-        taus.sort_unstable();
-        taus.dedup();
-        taus.push(t_max);
+        // sched 0, 1: random explicit list; 2: even; 3: quadratic (K up to min(T, 2000)).
+        let k = 1 + (kfrac * f64::from(t_max.min(2000) - 1)) as usize;
+        let taus: Vec<u16> = match sched {
+            2 => to_u16(even_taus(t_max.into(), k).unwrap()),
+            3 => to_u16(quadratic_taus(t_max.into(), k).unwrap()),
+            _ => {
+                let mut taus: Vec<u16> = raw_taus.into_iter().filter(|&t| t < t_max).collect();
+                taus.sort_unstable();
+                taus.dedup();
+                taus.push(t_max);
+                taus
+            }
+        };
         Header {
             model_sha256: sha, width, height, channels, colour_mode, tile_size: 32,
             batch_tiles: batch, t_max, taus,
@@ -638,6 +954,20 @@ proptest! {
     fn header_round_trip(h in arb_header()) {
         let enc = h.encode_fields();
         prop_assert_eq!(enc.len(), h.header_len());
+        let (t, k) = (usize::from(h.t_max), h.taus.len());
+        let is_even = even_taus(t, k).map(to_u16).ok() == Some(h.taus.clone());
+        let is_quad = quadratic_taus(t, k).map(to_u16).ok() == Some(h.taus.clone());
+        let kind = h.schedule_kind();
+        let expect = if is_even {
+            ScheduleKind::Even
+        } else if is_quad {
+            ScheduleKind::Quadratic
+        } else {
+            ScheduleKind::Explicit
+        };
+        prop_assert_eq!(kind, expect);
+        prop_assert_eq!(enc[50], kind.code());
+        prop_assert_eq!(enc.len(), 80 + if kind == ScheduleKind::Explicit { 2 * k } else { 0 });
         prop_assert_eq!(Header::decode_fields(&enc, &Limits::default()).unwrap(), h);
     }
 

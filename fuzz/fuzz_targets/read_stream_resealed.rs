@@ -23,10 +23,12 @@ fn reseal(b: &mut [u8]) {
     let Some(hend) = 9usize.checked_add(h) else {
         return;
     };
-    if hend.checked_add(4).map_or(true, |e| e > b.len()) || h < 81 {
+    if hend.checked_add(4).map_or(true, |e| e > b.len()) || h < 80 {
         return;
     }
     let k = u16::from_le_bytes([b[9 + 48], b[9 + 49]]) as usize;
+    // S: the explicit taus (schedule_kind 0) take 2K bytes, generated schedules none.
+    let s = if b[9 + 50] == 0 { 2 * k } else { 0 };
     let t = hend + 4;
     if let Some(l) = u32_at(b, t) {
         if let Some(tend) = (t + 4).checked_add(l) {
@@ -35,8 +37,8 @@ fn reseal(b: &mut [u8]) {
                 put_u32(b, tend, crc);
                 // Body CRC: only meaningful when the body is complete and the field exists.
                 let body = tend + 4;
-                let field = 9 + 71 + 2 * k;
-                if h == 79 + 2 * k && field + 4 <= hend {
+                let field = 9 + 72 + s;
+                if h == 80 + s && field + 4 <= hend {
                     let crc = crc32fast::hash(&b[body..]);
                     put_u32(b, field, crc);
                 }

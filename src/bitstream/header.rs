@@ -4,13 +4,19 @@ use std::fmt::Write as _;
 
 use super::Limits;
 use crate::error::{format_err, Error, Result};
+use crate::schedule::{even_taus, quadratic_taus};
 
-/// Tile edge required by format version 1.
+/// Tile edge required by format version 2.
 pub const TILE_SIZE: u16 = 32;
-/// Byte length of the header fields without the taus: `header_len = HEADER_FIXED_LEN + 2K`.
-pub const HEADER_FIXED_LEN: usize = 79;
+/// Byte length of the header fields without the explicit taus: `header_len =
+/// HEADER_FIXED_LEN + S`, S = 2K for [`ScheduleKind::Explicit`], else 0.
+pub const HEADER_FIXED_LEN: usize = 80;
 /// Byte offset of `num_steps` inside the header fields.
 pub const NUM_STEPS_OFFSET: usize = 48;
+/// Byte offset of `schedule_kind` inside the header fields.
+pub const SCHEDULE_KIND_OFFSET: usize = 50;
+/// Byte offset of the explicit `taus` (present only for [`ScheduleKind::Explicit`]).
+pub const TAUS_OFFSET: usize = 51;
 /// Largest `max_log2_candidates` (a PFR index must fit in a `u32`).
 pub const MAX_LOG2_CANDIDATES: u8 = 32;
 /// Flag bit 0: the lossless final step is present.
@@ -113,8 +119,73 @@ impl TryFrom<u8> for VarianceCode {
     }
 }
 
-/// The header of a version-1 stream (format/SPEC.md § 2). `num_steps` is `taus.len()`;
-/// `flags` is [`Header::lossless`].
+/// How the coded timesteps are stored (field `schedule_kind`). The writer picks the code from
+/// the taus ([`Header::schedule_kind`]); a reader rejects any other choice, so every header has
+/// exactly one encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ScheduleKind {
+    /// Code 0: the K taus follow as `[u16; K]`.
+    Explicit = 0,
+    /// Code 1: τ_i = round_half_even(i·T / K), made strictly increasing ([`even_taus`]).
+    Even = 1,
+    /// Code 2: τ_i = round_half_even(T·i² / K²), made strictly increasing ([`quadratic_taus`]).
+    Quadratic = 2,
+}
+
+impl ScheduleKind {
+    /// The field code.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// Human-readable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScheduleKind::Explicit => "explicit",
+            ScheduleKind::Even => "even",
+            ScheduleKind::Quadratic => "quadratic",
+        }
+    }
+
+    /// The taus this kind generates for T = `t_max` and K = `k` (`None` for
+    /// [`ScheduleKind::Explicit`] and when 1 ≤ K ≤ T fails).
+    pub fn generate(self, t_max: u16, k: usize) -> Option<Vec<u16>> {
+        let t = usize::from(t_max);
+        let taus = match self {
+            ScheduleKind::Explicit => return None,
+            ScheduleKind::Even => even_taus(t, k).ok()?,
+            ScheduleKind::Quadratic => quadratic_taus(t, k).ok()?,
+        };
+        // Every value is in 1..=t_max, so it fits in a u16.
+        Some(taus.into_iter().map(|v| v as u16).collect())
+    }
+
+    /// Byte length S of the `taus` field for K steps: 2K for explicit taus, else 0.
+    pub fn taus_len(self, k: usize) -> usize {
+        match self {
+            ScheduleKind::Explicit => 2 * k,
+            ScheduleKind::Even | ScheduleKind::Quadratic => 0,
+        }
+    }
+}
+
+impl TryFrom<u8> for ScheduleKind {
+    type Error = Error;
+    fn try_from(v: u8) -> Result<Self> {
+        match v {
+            0 => Ok(ScheduleKind::Explicit),
+            1 => Ok(ScheduleKind::Even),
+            2 => Ok(ScheduleKind::Quadratic),
+            _ => Err(format_err(format!(
+                "unknown schedule_kind code {v} (expected 0, 1 or 2)"
+            ))),
+        }
+    }
+}
+
+/// The header of a version-2 stream (format/SPEC.md § 2). `num_steps` is `taus.len()`;
+/// `flags` is [`Header::lossless`]; `schedule_kind` is [`Header::schedule_kind`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
     /// SHA-256 of the model weights file.
@@ -127,13 +198,14 @@ pub struct Header {
     pub channels: Channels,
     /// Colour handling.
     pub colour_mode: ColourMode,
-    /// Tile edge; 32 in version 1.
+    /// Tile edge; 32 in version 2.
     pub tile_size: u16,
     /// Tiles per network call (1..=4096).
     pub batch_tiles: u16,
     /// Number of diffusion steps T of the model schedule.
     pub t_max: u16,
-    /// Coded timesteps τ_1 < … < τ_K (τ_1 ≥ 1, τ_K = t_max); K = `taus.len()`.
+    /// Coded timesteps τ_1 < … < τ_K (τ_1 ≥ 1, τ_K = t_max); K = `taus.len()`. Stored
+    /// explicitly or as a schedule code, see [`Header::schedule_kind`].
     pub taus: Vec<u16>,
     /// Reverse-process variance.
     pub variance: VarianceCode,
@@ -202,9 +274,22 @@ impl Header {
         (self.width.div_ceil(t), self.height.div_ceil(t))
     }
 
-    /// `header_len` of this header: 79 + 2K.
+    /// How the writer codes the taus: [`ScheduleKind::Even`] if they equal
+    /// `even_taus(T, K)`, else [`ScheduleKind::Quadratic`] if they equal
+    /// `quadratic_taus(T, K)`, else [`ScheduleKind::Explicit`].
+    pub fn schedule_kind(&self) -> ScheduleKind {
+        let k = self.taus.len();
+        for kind in [ScheduleKind::Even, ScheduleKind::Quadratic] {
+            if kind.generate(self.t_max, k).as_deref() == Some(&self.taus[..]) {
+                return kind;
+            }
+        }
+        ScheduleKind::Explicit
+    }
+
+    /// `header_len` of this header: 80 + S, S = 2K for explicit taus, else 0.
     pub fn header_len(&self) -> usize {
-        HEADER_FIXED_LEN + 2 * self.taus.len()
+        HEADER_FIXED_LEN + self.schedule_kind().taus_len(self.taus.len())
     }
 
     /// Errors with [`Error::ModelMismatch`] unless `sha256` is the header's model hash.
@@ -247,8 +332,9 @@ impl Header {
         }
         if self.tile_size != TILE_SIZE {
             return Err(format_err(format!(
-                "tile_size {} is not supported by format version 1 (must be {TILE_SIZE})",
-                self.tile_size
+                "tile_size {} is not supported by format version {} (must be {TILE_SIZE})",
+                self.tile_size,
+                super::VERSION
             )));
         }
         if self.batch_tiles == 0 {
@@ -327,7 +413,8 @@ impl Header {
     /// Encodes the header fields (without magic, version, header_len or CRC).
     /// Does not validate; callers validate first.
     pub fn encode_fields(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(self.header_len());
+        let kind = self.schedule_kind();
+        let mut b = Vec::with_capacity(HEADER_FIXED_LEN + kind.taus_len(self.taus.len()));
         b.extend_from_slice(&self.model_sha256);
         b.extend_from_slice(&self.width.to_le_bytes());
         b.extend_from_slice(&self.height.to_le_bytes());
@@ -339,8 +426,11 @@ impl Header {
         // Callers validate K ≤ u16::MAX before encoding; saturate defensively.
         let k = u16::try_from(self.taus.len()).unwrap_or(u16::MAX);
         b.extend_from_slice(&k.to_le_bytes());
-        for &t in self.taus.iter().take(usize::from(k)) {
-            b.extend_from_slice(&t.to_le_bytes());
+        b.push(kind.code());
+        if kind == ScheduleKind::Explicit {
+            for &t in self.taus.iter().take(usize::from(k)) {
+                b.extend_from_slice(&t.to_le_bytes());
+            }
         }
         b.push(self.variance.code());
         b.extend_from_slice(&self.chunk_bits_q8.to_le_bytes());
@@ -359,22 +449,24 @@ impl Header {
     /// Decodes header fields from exactly `header_len` bytes (CRC already checked) and
     /// validates them against `limits`.
     pub fn decode_fields(fields: &[u8], limits: &Limits) -> Result<Header> {
-        if fields.len() < HEADER_FIXED_LEN + 2 {
+        if fields.len() < HEADER_FIXED_LEN {
             return Err(format_err(format!(
-                "header_len {} is below the minimum {}",
-                fields.len(),
-                HEADER_FIXED_LEN + 2
+                "header_len {} is below the minimum {HEADER_FIXED_LEN}",
+                fields.len()
             )));
         }
         let k = usize::from(u16::from_le_bytes([
             fields[NUM_STEPS_OFFSET],
             fields[NUM_STEPS_OFFSET + 1],
         ]));
-        if fields.len() != HEADER_FIXED_LEN + 2 * k {
+        let kind = ScheduleKind::try_from(fields[SCHEDULE_KIND_OFFSET])?;
+        let expected_len = HEADER_FIXED_LEN + kind.taus_len(k);
+        if fields.len() != expected_len {
             return Err(format_err(format!(
-                "header_len {} does not match num_steps {k} (expected {})",
+                "header_len {} does not match num_steps {k} with schedule_kind {} \
+                 (expected {expected_len})",
                 fields.len(),
-                HEADER_FIXED_LEN + 2 * k
+                kind.code()
             )));
         }
         let mut c = Cursor { b: fields, pos: 0 };
@@ -387,10 +479,34 @@ impl Header {
         let batch_tiles = c.u16()?;
         let t_max = c.u16()?;
         let _num_steps = c.u16()?;
-        let mut taus = Vec::with_capacity(k); // k ≤ 65535, and the bytes are present
-        for _ in 0..k {
-            taus.push(c.u16()?);
-        }
+        let _schedule_kind = c.u8()?;
+        let taus = match kind {
+            ScheduleKind::Explicit => {
+                let mut taus = Vec::with_capacity(k); // k ≤ 65535, and the bytes are present
+                for _ in 0..k {
+                    taus.push(c.u16()?);
+                }
+                taus
+            }
+            ScheduleKind::Even | ScheduleKind::Quadratic => {
+                // K is bounded by the limit before anything of size K is generated.
+                if k > limits.max_steps as usize {
+                    return Err(Error::LimitsExceeded(format!(
+                        "num_steps {k} exceeds the limit {}",
+                        limits.max_steps
+                    )));
+                }
+                if k == 0 || k > usize::from(t_max) {
+                    return Err(format_err(format!(
+                        "schedule_kind {} requires 1 <= num_steps <= t_max, got num_steps {k}, \
+                         t_max {t_max}",
+                        kind.code()
+                    )));
+                }
+                kind.generate(t_max, k)
+                    .ok_or_else(|| format_err("schedule generation failed"))?
+            }
+        };
         let variance = VarianceCode::try_from(c.u8()?)?;
         let chunk_bits_q8 = c.u16()?;
         let margin_bits = c.u8()?;
@@ -429,6 +545,16 @@ impl Header {
             pixel_crc32,
         };
         h.validate(limits)?;
+        // Canonical encoding: the writer's choice of schedule_kind is the only legal one.
+        let canonical = h.schedule_kind();
+        if canonical != kind {
+            return Err(format_err(format!(
+                "non-canonical schedule_kind {}: these taus must be coded as schedule_kind {} ({})",
+                kind.code(),
+                canonical.code(),
+                canonical.name()
+            )));
+        }
         Ok(h)
     }
 
@@ -445,6 +571,7 @@ impl Header {
             ColourMode::GreyReplicated => "grey replicated as RGB",
         };
         let (tx, ty) = self.tile_grid();
+        let kind = self.schedule_kind();
         let _ = writeln!(s, "ddpm-codec stream, format version {}", super::VERSION);
         let _ = writeln!(s, "  model sha256   : {}", hex(&self.model_sha256));
         let _ = writeln!(
@@ -463,9 +590,11 @@ impl Header {
         );
         let _ = writeln!(
             s,
-            "  schedule       : t_max {}, K = {} coded step(s), taus {}",
+            "  schedule       : t_max {}, K = {} coded step(s), {} (schedule_kind {}), taus {}",
             self.t_max,
             self.taus.len(),
+            kind.name(),
+            kind.code(),
             abbreviate(&self.taus)
         );
         let _ = writeln!(
@@ -591,7 +720,17 @@ mod tests {
             assert_eq!(Channels::try_from(v).is_ok(), matches!(v, 1 | 3 | 4));
             assert_eq!(ColourMode::try_from(v).is_ok(), v <= 1);
             assert_eq!(VarianceCode::try_from(v).is_ok(), v <= 1);
+            assert_eq!(ScheduleKind::try_from(v).is_ok(), v <= 2);
         }
+        for k in [
+            ScheduleKind::Explicit,
+            ScheduleKind::Even,
+            ScheduleKind::Quadratic,
+        ] {
+            assert_eq!(ScheduleKind::try_from(k.code()).unwrap(), k);
+        }
+        assert_eq!(ScheduleKind::Even.code(), 1);
+        assert_eq!(ScheduleKind::Quadratic.code(), 2);
         assert_eq!(Channels::try_from(4).unwrap().count(), 4);
     }
 
@@ -661,10 +800,120 @@ mod tests {
     }
 
     #[test]
+    fn schedule_kinds_and_lengths() {
+        let l = Limits::default();
+        let mut h = sample();
+        assert_eq!(h.schedule_kind(), ScheduleKind::Explicit);
+        assert_eq!(h.header_len(), 80 + 2 * 4);
+        for (taus, kind) in [
+            (vec![250, 500, 750, 1000], ScheduleKind::Even),
+            (vec![62, 250, 562, 1000], ScheduleKind::Quadratic),
+            (vec![1000], ScheduleKind::Even), // K = 1: even and quadratic agree; even wins
+            (vec![63, 250, 562, 1000], ScheduleKind::Explicit),
+        ] {
+            h.taus = taus;
+            assert_eq!(h.schedule_kind(), kind, "{:?}", h.taus);
+            let b = h.encode_fields();
+            assert_eq!(b.len(), h.header_len());
+            assert_eq!(b.len(), 80 + kind.taus_len(h.taus.len()));
+            assert_eq!(b[SCHEDULE_KIND_OFFSET], kind.code());
+            assert_eq!(Header::decode_fields(&b, &l).unwrap(), h);
+        }
+        // The full chain is even (with K = T the quadratic list is the full chain too).
+        h.taus = (1..=1000).collect();
+        assert_eq!(h.schedule_kind(), ScheduleKind::Even);
+        assert_eq!(
+            ScheduleKind::Quadratic.generate(1000, 1000).unwrap(),
+            h.taus
+        );
+        assert_eq!(h.header_len(), 80);
+        h.taus = ScheduleKind::Quadratic.generate(1000, 500).unwrap();
+        assert_eq!(h.schedule_kind(), ScheduleKind::Quadratic);
+        assert_eq!(h.header_len(), 80);
+    }
+
+    #[test]
+    fn schedule_kind_decoding_errors() {
+        let l = Limits::default();
+        let mut h = sample();
+        h.taus = vec![250, 500, 750, 1000];
+        let even = h.encode_fields();
+        assert_eq!(even[SCHEDULE_KIND_OFFSET], 1);
+        let err = |b: &[u8], l: &Limits| Header::decode_fields(b, l).unwrap_err();
+        // Unknown code.
+        let mut b = even.clone();
+        b[SCHEDULE_KIND_OFFSET] = 3;
+        assert!(
+            matches!(err(&b, &l), Error::Format(m) if m.contains("unknown schedule_kind code 3"))
+        );
+        // Kind 2 with the same K is simply the quadratic schedule.
+        b[SCHEDULE_KIND_OFFSET] = 2;
+        let q = Header::decode_fields(&b, &l).unwrap();
+        assert_eq!(q.taus, vec![62, 250, 562, 1000]);
+        assert_eq!(q.schedule_kind(), ScheduleKind::Quadratic);
+        // Non-canonical: kind 2 where the even list is the same (K = 1), and kind 0 with
+        // explicit even taus.
+        let mut one = h.clone();
+        one.taus = vec![1000];
+        let mut b = one.encode_fields();
+        assert_eq!(b[SCHEDULE_KIND_OFFSET], 1);
+        b[SCHEDULE_KIND_OFFSET] = 2;
+        assert!(
+            matches!(err(&b, &l), Error::Format(m) if m.contains("non-canonical schedule_kind 2"))
+        );
+        let mut explicit = even[..TAUS_OFFSET].to_vec();
+        explicit[SCHEDULE_KIND_OFFSET] = 0;
+        for t in &h.taus {
+            explicit.extend_from_slice(&t.to_le_bytes());
+        }
+        explicit.extend_from_slice(&even[TAUS_OFFSET..]);
+        assert!(
+            matches!(err(&explicit, &l), Error::Format(m) if m.contains("non-canonical schedule_kind 0"))
+        );
+        // Kind 0 length with a generated kind, and vice versa.
+        let mut b = explicit.clone();
+        b[SCHEDULE_KIND_OFFSET] = 1;
+        assert!(matches!(err(&b, &l), Error::Format(m) if m.contains("does not match num_steps")));
+        let mut b = even.clone();
+        b[SCHEDULE_KIND_OFFSET] = 0;
+        assert!(matches!(err(&b, &l), Error::Format(m) if m.contains("does not match num_steps")));
+        // Generated kinds need 1 <= K <= T, and K within the limit before generating.
+        let set_k = |k: u16| {
+            let mut b = even.clone();
+            b[NUM_STEPS_OFFSET..NUM_STEPS_OFFSET + 2].copy_from_slice(&k.to_le_bytes());
+            b
+        };
+        assert!(
+            matches!(err(&set_k(0), &l), Error::Format(m) if m.contains("requires 1 <= num_steps <= t_max"))
+        );
+        assert!(
+            matches!(err(&set_k(1001), &l), Error::Format(m) if m.contains("requires 1 <= num_steps <= t_max"))
+        );
+        assert!(matches!(
+            err(&set_k(u16::MAX), &l),
+            Error::LimitsExceeded(_)
+        ));
+        let tight = Limits {
+            max_steps: 3,
+            ..Limits::default()
+        };
+        assert!(matches!(err(&even, &tight), Error::LimitsExceeded(_)));
+        // Another K regenerates another (valid, canonical) even schedule.
+        let h5 = Header::decode_fields(&set_k(5), &l).unwrap();
+        assert_eq!(h5.taus, vec![200, 400, 600, 800, 1000]);
+        // Too short for the fixed fields.
+        assert!(
+            matches!(err(&even[..79], &l), Error::Format(m) if m.contains("below the minimum 80"))
+        );
+    }
+
+    #[test]
     fn summary_mentions_key_fields() {
         let s = sample().summary();
         assert!(s.contains("40 x 33"));
         assert!(s.contains("K = 4"));
+        assert!(s.contains("explicit (schedule_kind 0)"));
+        assert!(s.contains("format version 2"));
         assert!(s.contains("lossless final : yes"));
         assert!(s.lines().count() >= 8);
     }

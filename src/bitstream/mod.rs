@@ -1,4 +1,4 @@
-//! The container format, exactly as specified in `format/SPEC.md` (version 1).
+//! The container format, exactly as specified in `format/SPEC.md` (version 2).
 //!
 //! Layout: magic `DDPC`, version, `header_len`, header fields ([`Header`]), `header_crc32`;
 //! `table_len`, the step table (cumulative `words_needed` per packet, Exp-Golomb deltas),
@@ -12,17 +12,21 @@ pub mod bits;
 pub mod header;
 pub mod table;
 
-pub use header::{Channels, ColourMode, Header, VarianceCode, HEADER_FIXED_LEN, TILE_SIZE};
+pub use header::{
+    Channels, ColourMode, Header, ScheduleKind, VarianceCode, HEADER_FIXED_LEN, TILE_SIZE,
+};
 
 use crate::error::{format_err, Error, Result};
 
 /// File magic.
 pub const MAGIC: [u8; 4] = *b"DDPC";
 /// Format version written and read.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Bytes before the header fields: magic, version, header_len.
 pub const PREAMBLE_LEN: usize = 9;
-/// Structural maximum of `header_len` (K = 65535).
+/// Structural minimum of `header_len` (a generated schedule: no explicit taus).
+pub const MIN_HEADER_LEN_STRUCTURAL: usize = HEADER_FIXED_LEN;
+/// Structural maximum of `header_len` (K = 65535 explicit taus).
 pub const MAX_HEADER_LEN_STRUCTURAL: usize = HEADER_FIXED_LEN + 2 * u16::MAX as usize;
 
 /// Reader limits (format/SPEC.md § 6). [`Limits::default`] gives the spec's defaults, which a
@@ -129,7 +133,7 @@ pub fn read_magic(bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Reads the format version (offset 4); only version 1 is accepted.
+/// Reads the format version (offset 4); only version [`VERSION`] (2) is accepted.
 pub fn read_version(bytes: &[u8]) -> Result<u8> {
     let v = *bytes
         .get(4)
@@ -146,10 +150,9 @@ pub fn read_version(bytes: &[u8]) -> Result<u8> {
 pub fn read_header_len(bytes: &[u8], limits: &Limits) -> Result<usize> {
     let h = le_u32(bytes, 5).ok_or_else(|| truncated_header("header_len", 9, bytes.len()))?;
     let h = h as usize;
-    if !(HEADER_FIXED_LEN + 2..=MAX_HEADER_LEN_STRUCTURAL).contains(&h) {
+    if !(MIN_HEADER_LEN_STRUCTURAL..=MAX_HEADER_LEN_STRUCTURAL).contains(&h) {
         return Err(format_err(format!(
-            "header_len {h} outside {}..={MAX_HEADER_LEN_STRUCTURAL}",
-            HEADER_FIXED_LEN + 2
+            "header_len {h} outside {MIN_HEADER_LEN_STRUCTURAL}..={MAX_HEADER_LEN_STRUCTURAL}"
         )));
     }
     if h > limits.max_header_len as usize {
@@ -400,8 +403,8 @@ mod tests {
             b"D",
             b"DDP",
             b"DDPC",
-            b"DDPC\x01",
-            b"DDPC\x01\x51\x00",
+            b"DDPC\x02",
+            b"DDPC\x02\x50\x00",
         ] {
             assert!(matches!(
                 read_stream(b, &Limits::default()),
@@ -411,8 +414,11 @@ mod tests {
         assert!(
             matches!(read_stream(b"X", &Limits::default()), Err(Error::Format(m)) if m.contains("magic"))
         );
-        assert!(
-            matches!(read_stream(b"DDPC\x02", &Limits::default()), Err(Error::Format(m)) if m.contains("version"))
-        );
+        for v in [0u8, 1, 3] {
+            let b = [b'D', b'D', b'P', b'C', v];
+            assert!(
+                matches!(read_stream(&b, &Limits::default()), Err(Error::Format(m)) if m.contains("unsupported format version"))
+            );
+        }
     }
 }

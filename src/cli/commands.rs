@@ -52,12 +52,20 @@ fn write_json(path: &Path, v: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
+/// Loads the model named on the command line with the chosen network backend.
+fn load_model(cli: &Cli) -> Result<Model> {
+    let backend: ddpm_codec::model::Backend = cli.network.parse()?;
+    let mut model = Model::load(cli.model.as_deref())?;
+    model.set_backend(backend);
+    Ok(model)
+}
+
 /// Runs the parsed command line.
 pub fn run_command(cli: Cli) -> Result<()> {
     let quiet = cli.quiet;
     match &cli.cmd {
         Command::Encode { input, output, chain, rcc, lossy, batch_tiles, report } => {
-            let model = Model::load(cli.model.as_deref())?;
+            let model = load_model(&cli)?;
             let img = image_io::read_image(input)?;
             let mut p = params(chain, rcc)?;
             p.lossless = !lossy;
@@ -85,7 +93,7 @@ pub fn run_command(cli: Cli) -> Result<()> {
             }
         }
         Command::Decode { input, output, max_steps, max_bytes, recon } => {
-            let model = Model::load(cli.model.as_deref())?;
+            let model = load_model(&cli)?;
             let bytes = std::fs::read(input)?;
             let opts = DecodeOptions {
                 max_packets: *max_steps,
@@ -112,7 +120,7 @@ pub fn run_command(cli: Cli) -> Result<()> {
             print!("{}", codec::info(&bytes)?);
         }
         Command::Nll { data, split, limit, steps, mode, variance, batch, seed, json } => {
-            let model = Model::load(cli.model.as_deref())?;
+            let model = load_model(&cli)?;
             let pb = bar(quiet, "nll");
             let images = load_images(data, split, *limit)?;
             let schedule = ddpm_codec::schedule::Schedule::even(1000, *steps)?;
@@ -133,7 +141,7 @@ pub fn run_command(cli: Cli) -> Result<()> {
             }
         }
         Command::Sample { n, output, strip, steps, seed } => {
-            let model = Model::load(cli.model.as_deref())?;
+            let model = load_model(&cli)?;
             let pb = bar(quiet, "sample");
             use ddpm_codec::{data, diffusion::Diffusion, sample};
             let diff = Diffusion::new(ddpm_codec::schedule::Schedule::even(1000, *steps)?, Variance::Small);
@@ -169,7 +177,7 @@ pub fn run_command(cli: Cli) -> Result<()> {
         }
         Command::BenchLossless { input, limit, chain, rcc, batch_tiles, no_verify, json } => {
             use ddpm_codec::eval::{classical::Tools, rd};
-            let model = Model::load(cli.model.as_deref())?;
+            let model = load_model(&cli)?;
             let images = rd::load_inputs(input, *limit)?;
             let mut p = params(chain, rcc)?;
             p.batch_tiles = *batch_tiles;
@@ -211,7 +219,7 @@ fn run_rd(
 ) -> Result<()> {
     use ddpm_codec::eval::{classical::Tools, plot as rdplot, rd};
     let quiet = cli.quiet;
-    let model = Model::load(cli.model.as_deref())?;
+    let model = load_model(cli)?;
     let images = rd::load_inputs(input, limit)?;
     let mut p = params(chain, rcc)?;
     p.batch_tiles = batch_tiles;

@@ -22,6 +22,10 @@ pub struct Cli {
     /// No progress bars.
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    /// Network implementation: "fast" (deterministic kernels) or "candle" (the slow reference;
+    /// its streams decode only with --network candle on the same machine). For timing.
+    #[arg(long, global = true, default_value = "fast")]
+    pub network: String,
     #[command(subcommand)]
     pub cmd: Command,
 }

@@ -1,5 +1,6 @@
-//! Bits/dim of a data set under the model (DESIGN.md §3), exact or estimated with one random
-//! chain step per image, as a serialisable report.
+//! Bits/dim of a data set under the model (DESIGN.md §3), exact or estimated with one
+//! importance-sampled chain step per image ([`Diffusion::nll_random_t`]), as a serialisable
+//! report.
 
 use std::fmt::Write as _;
 use std::str::FromStr;

@@ -75,6 +75,31 @@ pub struct Model {
     fast: fast::FastUNet,
     sha256: [u8; 32],
     device: Device,
+    backend: Backend,
+}
+
+/// Which implementation [`Model::eps`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Backend {
+    /// The fast deterministic path ([`fast::FastUNet`]): batch-, thread- and ISA-invariant.
+    #[default]
+    Fast,
+    /// candle's own CPU kernels (the reference, and the "before" of the speed work). Its
+    /// outputs depend on the batch composition, so a stream encoded with it decodes only
+    /// with it, at the same `batch_tiles`, on the same machine.
+    Candle,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "fast" => Ok(Self::Fast),
+            "candle" => Ok(Self::Candle),
+            _ => Err(Error::Parameter(format!("unknown network backend {s:?} (fast|candle)"))),
+        }
+    }
 }
 
 /// The default model's files, embedded in the binary.
@@ -97,7 +122,7 @@ impl Model {
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
         let net = UNet::new(&cfg, vb)?;
         let sha256: [u8; 32] = Sha256::digest(weights).into();
-        Ok(Self { net, fast, sha256, device })
+        Ok(Self { net, fast, sha256, device, backend: Backend::Fast })
     }
 
     /// Loads `DIR/model.safetensors` and `DIR/config.json`.
@@ -143,11 +168,24 @@ impl Model {
         &self.fast
     }
 
-    /// ε_θ(x, t) for `n` images (NCHW f32, row-major), all at model time `t`: the fast,
-    /// deterministic path (an image's output is bit-identical whatever the batch around it,
-    /// the thread count and the CPU's vector extensions).
+    /// Selects the implementation [`Model::eps`] runs (default [`Backend::Fast`]).
+    pub fn set_backend(&mut self, backend: Backend) {
+        self.backend = backend;
+    }
+
+    /// The implementation [`Model::eps`] runs.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// ε_θ(x, t) for `n` images (NCHW f32, row-major), all at model time `t`. By default the
+    /// fast, deterministic path (an image's output is bit-identical whatever the batch around
+    /// it, the thread count and the CPU's vector extensions); see [`Model::set_backend`].
     pub fn eps(&self, x: &[f32], n: usize, t: usize) -> Result<Vec<f32>> {
-        self.fast.eps(x, n, t)
+        match self.backend {
+            Backend::Fast => self.fast.eps(x, n, t),
+            Backend::Candle => self.eps_candle(x, n, t),
+        }
     }
 
     /// ε_θ(x, t) by the candle network (the reference for parity tests; slower, and its
