@@ -39,8 +39,8 @@ pub struct ChainArgs {
     /// Step spacing: "dense" (τ_i = T·(i/K)², dense where the bits are) or "even".
     #[arg(long, default_value = "dense")]
     pub spacing: String,
-    /// Reverse variance: small (β̃) or large (β).
-    #[arg(long, default_value = "small")]
+    /// Reverse variance: large (β, the default) or small (β̃).
+    #[arg(long, default_value = "large")]
     pub variance: String,
 }
 
@@ -114,7 +114,8 @@ pub enum Command {
         /// "exact" (every step) or "random-t" (unbiased estimate with a 95% CI).
         #[arg(long, default_value = "exact")]
         mode: String,
-        #[arg(long, default_value = "small")]
+        /// Reverse variance: large (β) or small (β̃).
+        #[arg(long, default_value = "large")]
         variance: String,
         #[arg(long, default_value_t = 64)]
         batch: usize,
