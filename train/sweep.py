@@ -48,7 +48,6 @@ CANDIDATES = [
 ]
 
 
-@torch.no_grad()
 def proposal(T=1000, power=1.5):
     """q(t) for t = 0..T (zero below 2)."""
     q = np.zeros(T + 1)
@@ -57,6 +56,7 @@ def proposal(T=1000, power=1.5):
     return q / q.sum()
 
 
+@torch.no_grad()
 def score(model, x0, ts, sched, gen_seed, batch=50):
     """Per-image importance-sampled bpd (both variances). ts: (N, J) model times in 2..T
     drawn from `proposal()`."""
