@@ -168,7 +168,7 @@ def main():
         results[name] = r
         json.dump(results, open(res_path, "w"), indent=1)
         print(f"{name}: params {r['params']} img/s {img_s:.1f} bpd ema/small {r['bpd_ema_small']:.3f} "
-              f"raw/small {r['bpd_model_small']:.3f} ema/large {r['bpd_ema_large']:.3f}", flush=True)
+              f"raw/small {r.get('bpd_model_small', float('nan')):.3f} ema/large {r['bpd_ema_large']:.3f}", flush=True)
     write_table(results, os.path.join(a.out, "table.md"), a)
 
 
