@@ -142,6 +142,25 @@ pub fn to_u8(x: &[f32]) -> Vec<u8> {
     x.iter().map(|&v| (((v as f64) + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8).collect()
 }
 
+/// The 8-bit tile samples a decoder shows for the model-range tiles `x0_tiles` after a lossy
+/// prefix: rounded and clamped; for a grey image every plane holds the mean of the three
+/// predicted planes.
+pub fn display_tiles(x0_tiles: &[f32], grey: bool) -> Vec<u8> {
+    let mut out = to_u8(x0_tiles);
+    if grey {
+        let t2 = TILE * TILE;
+        for tile in out.chunks_exact_mut(3 * t2) {
+            for j in 0..t2 {
+                let v = ((tile[j] as u32 + tile[t2 + j] as u32 + tile[2 * t2 + j] as u32 + 1) / 3) as u8;
+                tile[j] = v;
+                tile[t2 + j] = v;
+                tile[2 * t2 + j] = v;
+            }
+        }
+    }
+    out
+}
+
 /// Pixel indices (into the tile buffer) coded by the lossless final step, in coding order.
 fn coded_pixels(grid: &TileGrid, grey: bool) -> Vec<usize> {
     let t = grid.tile;
@@ -458,20 +477,7 @@ pub fn decode(
                 xs
             }
         };
-        let mut out = to_u8(&x0);
-        if grey {
-            let t2 = TILE * TILE;
-            for tile in out.chunks_exact_mut(grid.tile_dims()) {
-                // grey shown as the mean of the three predicted planes
-                for j in 0..t2 {
-                    let v = ((tile[j] as u32 + tile[t2 + j] as u32 + tile[2 * t2 + j] as u32 + 1) / 3) as u8;
-                    tile[j] = v;
-                    tile[t2 + j] = v;
-                    tile[2 * t2 + j] = v;
-                }
-            }
-        }
-        samples_rgb_tiles = out;
+        samples_rgb_tiles = display_tiles(&x0, grey);
     }
     progress(work, work);
     let rgb = grid.from_tiles(&samples_rgb_tiles);

@@ -133,7 +133,8 @@ pub fn load_cifar10(dir: &Path, split: Split, limit: Option<usize>) -> Result<(V
     Ok((out, n))
 }
 
-fn is_image_file(p: &Path) -> bool {
+/// A file with a PNG/JPEG extension (any case).
+pub(crate) fn is_image_file(p: &Path) -> bool {
     p.is_file()
         && p.extension()
             .and_then(|e| e.to_str())

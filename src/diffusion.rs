@@ -31,6 +31,52 @@ pub trait Denoiser {
     fn image_shape(&self) -> (usize, usize, usize);
 }
 
+/// The optimal denoiser for a data set of one known image `x0` (model range, one image of
+/// shape `shape`): ε*(x_t, t) = (x_t − √ᾱ_t·x0)/√(1 − ᾱ_t), times `scale` (1 = exact; other
+/// values make it slightly wrong). With it the chain, the bound and the samplers have exact
+/// answers (every KL term 0, every sample ends at `x0`), which is what the tests check.
+#[derive(Clone, Debug)]
+pub struct OneImageDenoiser {
+    /// The image, model range, length c·h·w.
+    pub x0: Vec<f32>,
+    /// (c, h, w).
+    pub shape: (usize, usize, usize),
+    /// Multiplier of ε* (1.0: the exact optimum).
+    pub scale: f64,
+    full: Schedule,
+}
+
+impl OneImageDenoiser {
+    /// The exact ε* for `x0` of shape `shape` under the T = 1000 linear schedule.
+    pub fn new(x0: Vec<f32>, shape: (usize, usize, usize)) -> Result<Self> {
+        if x0.len() != shape.0 * shape.1 * shape.2 {
+            return Err(Error::Parameter(format!("image of {} values is not {shape:?}", x0.len())));
+        }
+        Ok(OneImageDenoiser { x0, shape, scale: 1.0, full: Schedule::linear(1000)? })
+    }
+    /// The same denoiser with ε* multiplied by `scale`.
+    pub fn scaled(self, scale: f64) -> Self {
+        OneImageDenoiser { scale, ..self }
+    }
+}
+
+impl Denoiser for OneImageDenoiser {
+    fn eps(&self, x: &[f32], n: usize, t: usize) -> Result<Vec<f32>> {
+        let d = self.x0.len();
+        if x.len() != n * d {
+            return Err(Error::Parameter(format!("batch of {} values is not {n} × {d}", x.len())));
+        }
+        let ab = self.full.alpha_bar_at(t);
+        Ok(x.iter()
+            .enumerate()
+            .map(|(k, &v)| (self.scale * (v as f64 - ab.sqrt() * self.x0[k % d] as f64) / (1.0 - ab).sqrt()) as f32)
+            .collect())
+    }
+    fn image_shape(&self) -> (usize, usize, usize) {
+        self.shape
+    }
+}
+
 mod sealed {
     pub trait Sealed {}
     impl Sealed for f32 {}
@@ -1123,32 +1169,6 @@ mod tests {
         assert_eq!(st0, diff.predict_x0(&xt, &e, 0));
     }
 
-    /// A denoiser that knows the data is the single image `x0`: its optimal ε* is exact; `scale`
-    /// perturbs it.
-    struct Oracle {
-        x0: Vec<f32>,
-        full: Schedule,
-        shape: (usize, usize, usize),
-        scale: f64,
-    }
-    impl Denoiser for Oracle {
-        fn eps(&self, x: &[f32], n: usize, t: usize) -> Result<Vec<f32>> {
-            let d = self.x0.len();
-            assert_eq!(x.len(), n * d);
-            let ab = self.full.alpha_bar_at(t);
-            Ok(x.iter()
-                .enumerate()
-                .map(|(k, &v)| {
-                    let e = (v as f64 - ab.sqrt() * self.x0[k % d] as f64) / (1.0 - ab).sqrt();
-                    (self.scale * e) as f32
-                })
-                .collect())
-        }
-        fn image_shape(&self) -> (usize, usize, usize) {
-            self.shape
-        }
-    }
-
     fn tiny_image() -> Vec<f32> {
         // 3×4×4 on the pixel grid, including both edges (k = 0 and k = 255)
         (0..48usize)
@@ -1163,12 +1183,7 @@ mod tests {
     #[test]
     fn nll_with_optimal_denoiser_has_zero_kl() {
         let x0 = tiny_image();
-        let oracle = Oracle {
-            x0: x0.clone(),
-            full: Schedule::linear(1000).unwrap(),
-            shape: (3, 4, 4),
-            scale: 1.0,
-        };
+        let oracle = OneImageDenoiser::new(x0.clone(), (3, 4, 4)).unwrap();
         let diff = Diffusion::new(Schedule::dense_low(1000, 50, 2.0).unwrap(), Variance::Small);
         let n = 3;
         let batch: Vec<f32> = (0..n).flat_map(|_| x0.clone()).collect();
@@ -1229,10 +1244,7 @@ mod tests {
         );
         // (terms ≈ 0 above also checks the network is called at τ_{i+1}); a slightly wrong ε is
         // clearly visible
-        let wrong = Oracle {
-            scale: 1.02,
-            ..oracle
-        };
+        let wrong = oracle.clone().scaled(1.02);
         let res = diff
             .nll_exact(&wrong, &batch, n, 42, &mut |_, _| {})
             .unwrap();
@@ -1255,12 +1267,7 @@ mod tests {
     #[test]
     fn random_t_is_unbiased() {
         let x0 = tiny_image();
-        let oracle = Oracle {
-            x0: x0.clone(),
-            full: Schedule::linear(1000).unwrap(),
-            shape: (3, 4, 4),
-            scale: 0.9,
-        };
+        let oracle = OneImageDenoiser::new(x0.clone(), (3, 4, 4)).unwrap().scaled(0.9);
         let diff = Diffusion::new(Schedule::even(1000, 8).unwrap(), Variance::Small);
         let n = 1500;
         let batch: Vec<f32> = (0..n).flat_map(|_| x0.clone()).collect();
@@ -1301,12 +1308,7 @@ mod tests {
     #[test]
     fn bad_batches_are_errors() {
         let x0 = tiny_image();
-        let oracle = Oracle {
-            x0: x0.clone(),
-            full: Schedule::linear(1000).unwrap(),
-            shape: (3, 4, 4),
-            scale: 1.0,
-        };
+        let oracle = OneImageDenoiser::new(x0.clone(), (3, 4, 4)).unwrap();
         let diff = Diffusion::new(Schedule::even(1000, 4).unwrap(), Variance::Large);
         assert!(diff
             .nll_exact(&oracle, &x0[..40], 1, 0, &mut |_, _| {})

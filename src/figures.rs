@@ -81,52 +81,37 @@ pub fn interpolate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diffusion::OneImageDenoiser;
     use crate::schedule::{Schedule, Variance};
 
-    /// The ideal denoiser for a data set of one known image.
-    struct Oracle {
-        x0: Vec<f32>,
-        diff: Diffusion,
-    }
-    impl Denoiser for Oracle {
-        fn eps(&self, x: &[f32], n: usize, t: usize) -> Result<Vec<f32>> {
-            let ab = self.diff.schedule.alpha_bar_at(t);
-            let d = self.x0.len();
-            Ok((0..n * d).map(|k| ((x[k] as f64 - ab.sqrt() * self.x0[k % d] as f64) / (1.0 - ab).sqrt()) as f32).collect())
-        }
-        fn image_shape(&self) -> (usize, usize, usize) {
-            (3, 4, 4)
-        }
-    }
-
-    fn setup() -> (Oracle, Vec<f32>, Vec<f32>) {
+    fn setup() -> (OneImageDenoiser, Diffusion, Vec<f32>, Vec<f32>) {
         let diff = Diffusion::new(Schedule::even(1000, 50).unwrap(), Variance::Small);
         let a: Vec<f32> = (0..48).map(|k| ((k * 7 % 19) as f32 / 9.5) - 1.0).collect();
         let b: Vec<f32> = (0..48).map(|k| ((k * 5 % 23) as f32 / 11.5) - 1.0).collect();
-        (Oracle { x0: a.clone(), diff }, a, b)
+        (OneImageDenoiser::new(a.clone(), (3, 4, 4)).unwrap(), diff, a, b)
     }
 
     #[test]
     fn shapes_and_seeded_determinism() {
-        let (o, a, _) = setup();
-        let i = step_for_time(&o.diff, 500);
-        assert_eq!(o.diff.schedule.model_t(i), 500);
-        let s1 = shared_latent_samples(&o, &o.diff, &a, i, 3, 9).unwrap();
-        let s2 = shared_latent_samples(&o, &o.diff, &a, i, 3, 9).unwrap();
+        let (o, diff, a, _) = setup();
+        let i = step_for_time(&diff, 500);
+        assert_eq!(diff.schedule.model_t(i), 500);
+        let s1 = shared_latent_samples(&o, &diff, &a, i, 3, 9).unwrap();
+        let s2 = shared_latent_samples(&o, &diff, &a, i, 3, 9).unwrap();
         assert_eq!(s1.len(), 3);
         assert_eq!(s1, s2);
         assert!(s1.iter().all(|s| s.len() == a.len()));
-        assert_ne!(shared_latent_samples(&o, &o.diff, &a, i, 1, 10).unwrap()[0], s1[0]);
+        assert_ne!(shared_latent_samples(&o, &diff, &a, i, 1, 10).unwrap()[0], s1[0]);
     }
 
     #[test]
     fn interpolation_at_lambda_zero_small_t_reproduces_first_image() {
-        let (o, a, b) = setup();
-        let i = step_for_time(&o.diff, 20);
-        let out = interpolate(&o, &o.diff, &a, &b, i, &[0.0, 0.5, 1.0], 3).unwrap();
+        let (o, diff, a, b) = setup();
+        let i = step_for_time(&diff, 20);
+        let out = interpolate(&o, &diff, &a, &b, i, &[0.0, 0.5, 1.0], 3).unwrap();
         let err = out[0].iter().zip(&a).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
         assert!(err < 0.05, "max error {err}");
-        assert!(interpolate(&o, &o.diff, &a, &b[..47], i, &[0.0], 3).is_err());
-        assert!(interpolate(&o, &o.diff, &a, &b, i, &[1.5], 3).is_err());
+        assert!(interpolate(&o, &diff, &a, &b[..47], i, &[0.0], 3).is_err());
+        assert!(interpolate(&o, &diff, &a, &b, i, &[1.5], 3).is_err());
     }
 }

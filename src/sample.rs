@@ -247,37 +247,13 @@ pub fn grid_png(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diffusion::OneImageDenoiser;
     use crate::schedule::{Schedule, Variance};
 
     /// ε* for data that is one fixed image: every sample must end at that image.
-    struct Oracle {
-        x0: Vec<f32>,
-        full: Schedule,
-    }
-    impl Denoiser for Oracle {
-        fn eps(&self, x: &[f32], n: usize, t: usize) -> Result<Vec<f32>> {
-            let d = self.x0.len();
-            assert_eq!(x.len(), n * d);
-            let ab = self.full.alpha_bar_at(t);
-            Ok(x.iter()
-                .enumerate()
-                .map(|(k, &v)| {
-                    ((v as f64 - ab.sqrt() * self.x0[k % d] as f64) / (1.0 - ab).sqrt()) as f32
-                })
-                .collect())
-        }
-        fn image_shape(&self) -> (usize, usize, usize) {
-            (3, 2, 2)
-        }
-    }
-
-    fn oracle() -> Oracle {
-        Oracle {
-            x0: vec![
-                -1.0, -0.5, 0.0, 0.5, 1.0, 0.25, -0.25, 0.75, -0.75, 0.1, 0.2, 0.3,
-            ],
-            full: Schedule::linear(1000).unwrap(),
-        }
+    fn oracle() -> OneImageDenoiser {
+        let x0 = vec![-1.0, -0.5, 0.0, 0.5, 1.0, 0.25, -0.25, 0.75, -0.75, 0.1, 0.2, 0.3];
+        OneImageDenoiser::new(x0, (3, 2, 2)).unwrap()
     }
 
     #[test]

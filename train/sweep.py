@@ -118,6 +118,10 @@ def main():
     ap.add_argument("--eval-t", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--only", default="", help="comma-separated candidate names")
+    ap.add_argument("--score", nargs="*", default=[], metavar="NAME=RUN",
+                    help="instead of the sweep: score the raw and EMA weights of existing runs "
+                         "(RUN/ckpt.pt) on the same images, t and noise; writes OUT/scores.json "
+                         "and prints paired differences against the first")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     os.makedirs(a.out, exist_ok=True)
@@ -126,6 +130,9 @@ def main():
     rng = np.random.default_rng(1234)
     ts = torch.from_numpy(rng.choice(1001, size=(len(x0), a.eval_t), p=proposal()))
     sched = Schedule()
+    if a.score:
+        score_runs(a, x0, ts, sched)
+        return
     res_path = os.path.join(a.out, "results.json")
     results = json.load(open(res_path)) if os.path.exists(res_path) else {}
     only = set(filter(None, a.only.split(",")))
@@ -170,6 +177,35 @@ def main():
         print(f"{name}: params {r['params']} img/s {img_s:.1f} bpd ema/small {r['bpd_ema_small']:.3f} "
               f"raw/small {r.get('bpd_model_small', float('nan')):.3f} ema/large {r['bpd_ema_large']:.3f}", flush=True)
     write_table(results, os.path.join(a.out, "table.md"), a)
+
+
+def score_runs(a, x0, ts, sched):
+    """Scores existing checkpoints (raw and EMA weights, both variances), paired."""
+    os.makedirs(a.out, exist_ok=True)
+    path = os.path.join(a.out, "scores.json")
+    scores = json.load(open(path)) if os.path.exists(path) else {}
+    first = None
+    for spec in a.score:
+        name, run = spec.split("=", 1)
+        ck = torch.load(os.path.join(run, "ckpt.pt"), map_location="cpu")
+        cfg = json.load(open(os.path.join(run, "config.json")))
+        m = UNet(Config.from_dict(cfg))
+        for w in ("model", "ema"):
+            key = f"{name}/{w}"
+            if key not in scores:
+                m.load_state_dict(ck[w])
+                sc = score(m, x0, ts, sched, gen_seed=99)
+                scores[key] = {"step": ck["step"], "train_h": ck.get("train_secs", 0) / 3600,
+                               **{f"per_image_{v}": sc[v].tolist() for v in sc}}
+                json.dump(scores, open(path, "w"))
+            first = first or key
+    print(f"{'run/weights':<28} {'step':>6} {'bpd β̃':>8} {'bpd β':>8}   Δβ vs {first} (paired, 95%)")
+    base = np.array(scores[first]["per_image_large"])
+    for key, r in scores.items():
+        s_, l_ = np.array(r["per_image_small"]), np.array(r["per_image_large"])
+        d = l_ - base
+        print(f"{key:<28} {r['step']:>6} {s_.mean():8.3f} {l_.mean():8.3f}   "
+              f"{d.mean():+.3f} ± {1.96 * d.std() / math.sqrt(len(d)):.3f}")
 
 
 def write_table(results, path, a):

@@ -9,7 +9,7 @@ use ddpm_codec::schedule::Variance;
 use ddpm_codec::{image_io, Error, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{ChainArgs, Cli, Command, RccArgs};
+use super::{Cli, CodeArgs, Command, RdArgs};
 
 fn bar(quiet: bool, msg: &str) -> ProgressBar {
     if quiet {
@@ -32,18 +32,23 @@ fn tick(pb: &ProgressBar) -> impl FnMut(usize, usize) + '_ {
     }
 }
 
-fn params(chain: &ChainArgs, rcc: &RccArgs) -> Result<CodecParams> {
-    let variance: Variance = chain.variance.parse()?;
-    let mut p = CodecParams::new(chain.steps, &chain.spacing, variance)?;
-    p.rcc = RccParams {
-        chunk_bits: rcc.chunk_bits,
-        margin_bits: rcc.margin_bits,
-        skip_below_bits: rcc.skip_below_bits,
-        ..RccParams::default()
-    };
-    p.rcc.validate()?;
-    p.seed = rcc.seed;
-    Ok(p)
+impl CodeArgs {
+    /// The codec parameters these options name (validated).
+    fn params(&self) -> Result<CodecParams> {
+        let (chain, rcc) = (&self.chain, &self.rcc);
+        let variance: Variance = chain.variance.parse()?;
+        let mut p = CodecParams::new(chain.steps, &chain.spacing, variance)?;
+        p.rcc = RccParams {
+            chunk_bits: rcc.chunk_bits,
+            margin_bits: rcc.margin_bits,
+            skip_below_bits: rcc.skip_below_bits,
+            ..RccParams::default()
+        };
+        p.rcc.validate()?;
+        p.seed = rcc.seed;
+        p.batch_tiles = self.batch_tiles;
+        Ok(p)
+    }
 }
 
 fn write_json(path: &Path, v: &impl serde::Serialize) -> Result<()> {
@@ -64,12 +69,11 @@ fn load_model(cli: &Cli) -> Result<Model> {
 pub fn run_command(cli: Cli) -> Result<()> {
     let quiet = cli.quiet;
     match &cli.cmd {
-        Command::Encode { input, output, chain, rcc, lossy, batch_tiles, report } => {
+        Command::Encode { input, output, code, lossy, report } => {
             let model = load_model(&cli)?;
             let img = image_io::read_image(input)?;
-            let mut p = params(chain, rcc)?;
+            let mut p = code.params()?;
             p.lossless = !lossy;
-            p.batch_tiles = *batch_tiles;
             let pb = bar(quiet, "encode");
             let (bytes, rep) = codec::encode(&model, &img, &p, &mut tick(&pb), None)?;
             pb.finish_and_clear();
@@ -158,29 +162,12 @@ pub fn run_command(cli: Cli) -> Result<()> {
             pb.finish_and_clear();
             eprintln!("wrote {}", output.display());
         }
-        Command::Rd {
-            input,
-            limit,
-            chain,
-            rcc,
-            batch_tiles,
-            recon,
-            ddim_points,
-            classical,
-            csv,
-            json,
-            plot,
-            strip,
-            strip_frames,
-        } => {
-            run_rd(&cli, input, *limit, chain, rcc, *batch_tiles, recon, *ddim_points, *classical, csv, json, plot, strip, *strip_frames)?;
-        }
-        Command::BenchLossless { input, limit, chain, rcc, batch_tiles, no_verify, json } => {
+        Command::Rd(args) => run_rd(&cli, args)?,
+        Command::BenchLossless { input, limit, code, no_verify, json } => {
             use ddpm_codec::eval::{classical::Tools, rd};
             let model = load_model(&cli)?;
             let images = rd::load_inputs(input, *limit)?;
-            let mut p = params(chain, rcc)?;
-            p.batch_tiles = *batch_tiles;
+            let p = code.params()?;
             let tools = Tools::detect();
             let pb = bar(quiet, "lossless");
             let rep = rd::bench_lossless(&model, &images, &p, &tools, !no_verify, &mut tick(&pb))?;
@@ -200,29 +187,15 @@ pub fn run_command(cli: Cli) -> Result<()> {
 }
 
 /// `rd`: our curves from one encode per image, optionally the classical codecs, then files.
-#[allow(clippy::too_many_arguments)]
-fn run_rd(
-    cli: &Cli,
-    input: &Path,
-    limit: Option<usize>,
-    chain: &ChainArgs,
-    rcc: &RccArgs,
-    batch_tiles: usize,
-    recon: &str,
-    ddim_points: usize,
-    classical: bool,
-    csv: &Option<std::path::PathBuf>,
-    json: &Option<std::path::PathBuf>,
-    plot: &Option<std::path::PathBuf>,
-    strip: &Option<std::path::PathBuf>,
-    strip_frames: usize,
-) -> Result<()> {
+fn run_rd(cli: &Cli, args: &RdArgs) -> Result<()> {
+    let RdArgs { input, limit, code, recon, ddim_points, classical, csv, json, plot, strip, strip_frames } = args;
+    let chain = &code.chain;
+    let (limit, ddim_points, classical, strip_frames) = (*limit, *ddim_points, *classical, *strip_frames);
     use ddpm_codec::eval::{classical::Tools, plot as rdplot, rd};
     let quiet = cli.quiet;
     let model = load_model(cli)?;
     let images = rd::load_inputs(input, limit)?;
-    let mut p = params(chain, rcc)?;
-    p.batch_tiles = batch_tiles;
+    let p = code.params()?;
     let mode: rd::ReconMode = recon.parse()?;
     let opts = rd::RdOptions { recon: mode, ddim_points: ddim_points.max(1), keep_frames: strip.is_some() };
     let pb = bar(quiet, "rd");

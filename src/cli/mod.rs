@@ -30,7 +30,7 @@ pub struct Cli {
     pub cmd: Command,
 }
 
-/// Chain options shared by encode, rd and nll.
+/// Chain options (part of [`CodeArgs`]).
 #[derive(clap::Args, Debug, Clone)]
 pub struct ChainArgs {
     /// Number of chain steps K (respaced from T = 1000).
@@ -61,6 +61,55 @@ pub struct RccArgs {
     pub seed: u64,
 }
 
+/// Coding options shared by encode, rd and bench-lossless: everything that fixes a stream.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CodeArgs {
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    #[command(flatten)]
+    pub rcc: RccArgs,
+    /// Tiles per network call (fixed in the stream).
+    #[arg(long, default_value_t = 64)]
+    pub batch_tiles: usize,
+}
+
+/// Options of `rd`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RdArgs {
+    /// An image, a folder of PNG/JPEG images, or a CIFAR-10 folder (test_batch.bin: test split).
+    pub input: PathBuf,
+    /// At most this many images.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[command(flatten)]
+    pub code: CodeArgs,
+    /// Reconstruction after a prefix: onestep (free: from the encode pass), ddim (decoder,
+    /// ≈ K network calls per prefix) or both.
+    #[arg(long, default_value = "onestep")]
+    pub recon: String,
+    /// Prefixes (spread evenly in bytes) at which DDIM is evaluated.
+    #[arg(long, default_value_t = 10)]
+    pub ddim_points: usize,
+    /// Also run the classical codecs (cjpeg, cwebp, cjxl on PATH; absent ones are skipped).
+    #[arg(long)]
+    pub classical: bool,
+    /// Write the RD table as CSV.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// Write the curves as JSON (CompressAI's layout; other curves under "others").
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the two-panel RD plot (PNG).
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Write the first image's reconstructions at ~8 prefixes as one PNG row.
+    #[arg(long)]
+    pub strip: Option<PathBuf>,
+    /// Frames of the strip (the last is the lossless end).
+    #[arg(long, default_value_t = 8)]
+    pub strip_frames: usize,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Encode an image (PNG/JPEG) into a progressive .ddpc stream.
@@ -70,15 +119,10 @@ pub enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
         #[command(flatten)]
-        chain: ChainArgs,
-        #[command(flatten)]
-        rcc: RccArgs,
+        code: CodeArgs,
         /// Omit the lossless final step (the stream ends at x_{τ_1}).
         #[arg(long)]
         lossy: bool,
-        /// Tiles per network call (fixed in the stream).
-        #[arg(long, default_value_t = 64)]
-        batch_tiles: usize,
         /// Write the per-step report (ideal vs actual bits) as JSON.
         #[arg(long)]
         report: Option<PathBuf>,
@@ -140,45 +184,7 @@ pub enum Command {
     },
     /// Rate–distortion curves of the progressive code (every prefix: ideal and actual rate,
     /// RMSE/PSNR), optionally beside JPEG, WebP and JPEG XL on the same images.
-    Rd {
-        /// An image, a folder of PNG/JPEG images, or a CIFAR-10 folder (test_batch.bin: test split).
-        input: PathBuf,
-        /// At most this many images.
-        #[arg(long)]
-        limit: Option<usize>,
-        #[command(flatten)]
-        chain: ChainArgs,
-        #[command(flatten)]
-        rcc: RccArgs,
-        /// Tiles per network call (fixed in the stream).
-        #[arg(long, default_value_t = 64)]
-        batch_tiles: usize,
-        /// Reconstruction after a prefix: onestep (free: from the encode pass), ddim (decoder,
-        /// ≈ K network calls per prefix) or both.
-        #[arg(long, default_value = "onestep")]
-        recon: String,
-        /// Prefixes (spread evenly in bytes) at which DDIM is evaluated.
-        #[arg(long, default_value_t = 10)]
-        ddim_points: usize,
-        /// Also run the classical codecs (cjpeg, cwebp, cjxl on PATH; absent ones are skipped).
-        #[arg(long)]
-        classical: bool,
-        /// Write the RD table as CSV.
-        #[arg(long)]
-        csv: Option<PathBuf>,
-        /// Write the curves as JSON (CompressAI's layout; other curves under "others").
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// Write the two-panel RD plot (PNG).
-        #[arg(long)]
-        plot: Option<PathBuf>,
-        /// Write the first image's reconstructions at ~8 prefixes as one PNG row.
-        #[arg(long)]
-        strip: Option<PathBuf>,
-        /// Frames of the strip (the last is the lossless end).
-        #[arg(long, default_value_t = 8)]
-        strip_frames: usize,
-    },
+    Rd(RdArgs),
     /// Lossless bits/dim (whole files) of ddpm-codec beside PNG, WebP lossless and JPEG XL
     /// lossless on the same images, with bit-exact round-trip checks.
     BenchLossless {
@@ -187,11 +193,7 @@ pub enum Command {
         #[arg(long)]
         limit: Option<usize>,
         #[command(flatten)]
-        chain: ChainArgs,
-        #[command(flatten)]
-        rcc: RccArgs,
-        #[arg(long, default_value_t = 64)]
-        batch_tiles: usize,
+        code: CodeArgs,
         /// Skip decoding our streams (no round-trip check; halves the time).
         #[arg(long)]
         no_verify: bool,
@@ -219,5 +221,40 @@ pub fn exit_code(e: &Error) -> i32 {
         Error::ModelMismatch(_) | Error::Checksum(_) => 3,
         Error::Io(_) => 4,
         _ => 5,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn shared_coding_options_parse_the_same_everywhere() {
+        let flags = ["--steps", "20", "--variance", "small", "--chunk-bits", "10", "--seed", "7", "--batch-tiles", "16"];
+        let codes: Vec<CodeArgs> = ["encode", "rd", "bench-lossless"]
+            .iter()
+            .map(|cmd| {
+                let argv = ["ddpm-codec", cmd, "in.png"].into_iter().chain(flags);
+                match Cli::try_parse_from(argv).expect("parses").cmd {
+                    Command::Encode { code, .. } | Command::BenchLossless { code, .. } => code,
+                    Command::Rd(a) => a.code,
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect();
+        for c in &codes {
+            assert_eq!((c.chain.steps, c.chain.variance.as_str(), c.batch_tiles), (20, "small", 16));
+            assert_eq!((c.rcc.chunk_bits, c.rcc.seed), (10.0, 7));
+        }
+        let d = Cli::try_parse_from(["ddpm-codec", "rd", "x"]).unwrap();
+        let Command::Rd(a) = d.cmd else { panic!() };
+        assert_eq!((a.code.chain.steps, a.code.batch_tiles, a.ddim_points), (ddpm_codec::codec::DEFAULT_STEPS, 64, 10));
+        assert!(Cli::try_parse_from(["ddpm-codec", "rd", "x", "--steps", "many"]).is_err());
     }
 }

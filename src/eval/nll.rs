@@ -269,38 +269,14 @@ impl NllReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diffusion::OneImageDenoiser;
 
-    /// ε* for data that is one fixed image.
-    struct Oracle {
-        x0: Vec<f32>,
-        full: Schedule,
-    }
-    impl Denoiser for Oracle {
-        fn eps(&self, x: &[f32], n: usize, t: usize) -> Result<Vec<f32>> {
-            let d = self.x0.len();
-            assert_eq!(x.len(), n * d);
-            let ab = self.full.alpha_bar_at(t);
-            Ok(x.iter()
-                .enumerate()
-                .map(|(k, &v)| {
-                    ((v as f64 - ab.sqrt() * self.x0[k % d] as f64) / (1.0 - ab).sqrt()) as f32
-                })
-                .collect())
-        }
-        fn image_shape(&self) -> (usize, usize, usize) {
-            (1, 2, 3)
-        }
-    }
-
-    fn fixture() -> (Oracle, Vec<u8>) {
+    fn fixture() -> (OneImageDenoiser, Vec<u8>) {
         let img: Vec<u8> = vec![0, 255, 3, 128, 77, 200];
         let x0 = img.iter().map(|&v| to_model_range(v)).collect();
         let imgs = [img.clone(), img.clone(), img.clone(), img].concat();
         (
-            Oracle {
-                x0,
-                full: Schedule::linear(1000).unwrap(),
-            },
+            OneImageDenoiser::new(x0, (1, 2, 3)).unwrap(),
             imgs,
         )
     }

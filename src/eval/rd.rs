@@ -40,14 +40,6 @@ pub struct NamedImage {
     pub image: RasterImage,
 }
 
-fn is_image_file(p: &Path) -> bool {
-    p.is_file()
-        && p.extension()
-            .and_then(|e| e.to_str())
-            .map(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
-            .unwrap_or(false)
-}
-
 /// Loads the inputs of `rd`/`bench-lossless`: one image file, a CIFAR-10 folder (with
 /// `test_batch.bin`: the test split in file order), or a folder of PNG/JPEG images of any size
 /// (sorted by name). At most `limit` images.
@@ -70,7 +62,7 @@ pub fn load_inputs(path: &Path, limit: Option<usize>) -> Result<Vec<NamedImage>>
     let mut paths: Vec<_> = std::fs::read_dir(path)
         .map_err(|e| Error::Io(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| is_image_file(p))
+        .filter(|p| crate::data::is_image_file(p))
         .collect();
     paths.sort();
     if let Some(l) = limit {
@@ -176,18 +168,7 @@ pub struct ImageRd {
 /// [`codec::decode`] builds it (grey: the mean of the three predicted planes).
 pub fn displayed_image(img: &RasterImage, x0_tiles: &[f32]) -> Result<RasterImage> {
     let grid = TileGrid::new(img.width as usize, img.height as usize, codec::TILE);
-    let mut out = codec::to_u8(x0_tiles);
-    if img.channels == 1 {
-        let t2 = codec::TILE * codec::TILE;
-        for tile in out.chunks_exact_mut(grid.tile_dims()) {
-            for j in 0..t2 {
-                let v = ((tile[j] as u32 + tile[t2 + j] as u32 + tile[2 * t2 + j] as u32 + 1) / 3) as u8;
-                tile[j] = v;
-                tile[t2 + j] = v;
-                tile[2 * t2 + j] = v;
-            }
-        }
-    }
+    let out = codec::display_tiles(x0_tiles, img.channels == 1);
     RasterImage::from_rgb(img.width, img.height, img.channels, &grid.from_tiles(&out))
 }
 
