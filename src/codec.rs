@@ -364,6 +364,8 @@ pub struct DecodeReport {
     /// Model time of the state the reconstruction came from (0: exact x_0).
     pub t: usize,
     pub lossless: bool,
+    /// Bytes of the file the decoded packets needed: header, step table and their body words
+    /// (the length of the prefix file that decodes to the same image).
     pub bytes_used: usize,
     pub decode_seconds: f64,
 }
@@ -487,12 +489,14 @@ pub fn decode(
             "decoded image differs from the encoded one (model, platform or data mismatch)".into(),
         ));
     }
+    // the prefix file the decoded packets needed (the writer's layout: header, table, words)
+    let bytes_used = bitstream::write_stream(&stream.prefix(avail))?.len();
     let report = DecodeReport {
         packets_total: total,
         packets_decoded: avail,
         t: if lossless_done { 0 } else { diff.schedule.model_t(i_now) },
         lossless: lossless_done,
-        bytes_used: cut,
+        bytes_used,
         decode_seconds: start.elapsed().as_secs_f64(),
     };
     Ok((img, report))

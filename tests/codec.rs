@@ -70,6 +70,7 @@ fn every_truncation_decodes_a_prefix_or_errors_cleanly() {
                 // every packet whose words fit must be decoded
                 let fit = (0..total).take_while(|&k| rep.prefix_bytes(k + 1) <= cut).count();
                 assert_eq!(d.packets_decoded, fit, "cut {cut}");
+                assert_eq!(d.bytes_used, rep.prefix_bytes(fit), "cut {cut}");
                 assert_eq!(d.lossless, cut == bytes.len());
             }
             Err(e) => assert!(matches!(e, Error::Format(_)), "cut {cut}: {e}"),
@@ -93,11 +94,15 @@ fn prefix_reconstruction_matches_encoder_view_and_max_steps() {
         seen.push(codec::to_u8(x0));
         Ok(())
     };
-    let (bytes, _) = codec::encode(&m, &img, &params(4), &mut no_progress(), Some(&mut obs)).unwrap();
+    let (bytes, rep) = codec::encode(&m, &img, &params(4), &mut no_progress(), Some(&mut obs)).unwrap();
     for (k, want) in seen.iter().enumerate() {
         let opts = DecodeOptions { max_packets: Some(k), ..Default::default() };
         let (out, d) = codec::decode(&m, &bytes, &opts, &mut no_progress()).unwrap();
         assert_eq!(d.packets_decoded, k);
+        // the bytes reported are the prefix file that decodes to the same image
+        assert_eq!(d.bytes_used, rep.prefix_bytes(k));
+        let (cut_out, _) = codec::decode(&m, &bytes[..d.bytes_used], &DecodeOptions::default(), &mut no_progress()).unwrap();
+        assert_eq!(cut_out, out, "prefix {k}");
         let grid = ddpm_codec::tiling::TileGrid::new(32, 32, 32);
         assert_eq!(out.data, grid.from_tiles(want), "prefix {k}");
     }
