@@ -489,8 +489,9 @@ pub fn decode(
             "decoded image differs from the encoded one (model, platform or data mismatch)".into(),
         ));
     }
-    // the prefix file the decoded packets needed (the writer's layout: header, table, words)
-    let bytes_used = bitstream::write_stream(&stream.prefix(avail))?.len();
+    // the prefix file the decoded packets needed: header and table (as the writer lays them
+    // out), then their words
+    let bytes_used = bitstream::write_stream(&stream.prefix(0))?.len() + 4 * words_used;
     let report = DecodeReport {
         packets_total: total,
         packets_decoded: avail,
