@@ -207,7 +207,7 @@ pub fn encode(
     let dims_all = tiles * grid.tile_dims();
     let x0_u8 = grid.to_tiles(&img.to_rgb());
     let x0 = to_model(&x0_u8);
-    let diff = Diffusion::new(p.schedule.clone(), p.variance);
+    let diff = Diffusion::with_tables(p.schedule.clone(), p.variance, model.variance_tables())?;
     let k = diff.steps();
     let batch = p.batch_tiles.clamp(1, 4096);
     let mut x = initial_state(p.seed, dims_all);
@@ -289,6 +289,8 @@ pub fn encode(
         variance: match p.variance {
             Variance::Small => VarianceCode::Small,
             Variance::Large => VarianceCode::Large,
+            Variance::Optimal => VarianceCode::Optimal,
+            Variance::Analytic => VarianceCode::Analytic,
         },
         chunk_bits_q8: (p.rcc.chunk_bits * 256.0).round() as u16,
         margin_bits: p.rcc.margin_bits as u8,
@@ -381,6 +383,8 @@ pub fn params_of(h: &Header) -> Result<CodecParams> {
     let variance = match h.variance {
         VarianceCode::Small => Variance::Small,
         VarianceCode::Large => Variance::Large,
+        VarianceCode::Optimal => Variance::Optimal,
+        VarianceCode::Analytic => Variance::Analytic,
     };
     let rcc = RccParams {
         chunk_bits: h.chunk_bits(),
@@ -415,7 +419,7 @@ pub fn decode(
         return Err(Error::Format(format!("tile size {} does not match the model", h.tile_size)));
     }
     let p = params_of(h)?;
-    let diff = Diffusion::new(p.schedule.clone(), p.variance);
+    let diff = Diffusion::with_tables(p.schedule.clone(), p.variance, model.variance_tables())?;
     let k = diff.steps();
     let total = h.num_packets();
     let mut avail = stream.packets_available().min(total);

@@ -18,7 +18,7 @@
 #![allow(clippy::excessive_precision)]
 
 use crate::error::{Error, Result};
-use crate::schedule::{Schedule, Variance};
+use crate::schedule::{chain_sigma2, Schedule, Variance, VarianceTables};
 
 use std::f64::consts::{LN_2, SQRT_2};
 
@@ -477,6 +477,9 @@ pub struct Diffusion {
     pub schedule: Schedule,
     /// σ² of p_θ.
     pub variance: Variance,
+    /// σ² of every chain step (from `variance`, and for the calibrated kinds the model's
+    /// tables).
+    sigma2: Vec<f64>,
 }
 
 fn check_len(what: &str, got: usize, want: usize) {
@@ -499,9 +502,18 @@ pub(crate) fn check_eps(eps: &[f32], want: usize) -> Result<()> {
 }
 
 impl Diffusion {
-    /// Bundles a schedule with a reverse variance.
+    /// Bundles a schedule with a fixed reverse variance (β or β̃).
+    ///
+    /// Panics for the calibrated kinds ([`Variance::needs_tables`]): use [`Self::with_tables`].
     pub fn new(schedule: Schedule, variance: Variance) -> Self {
-        Diffusion { schedule, variance }
+        Self::with_tables(schedule, variance, None).expect("a fixed variance needs no tables")
+    }
+
+    /// Bundles a schedule with any reverse variance; the calibrated kinds take the model's
+    /// tables ([`crate::schedule::chain_sigma2`]).
+    pub fn with_tables(schedule: Schedule, variance: Variance, tables: Option<&VarianceTables>) -> Result<Self> {
+        let sigma2 = chain_sigma2(&schedule, variance, tables)?;
+        Ok(Diffusion { schedule, variance, sigma2 })
     }
 
     /// K, the number of chain steps.
@@ -511,7 +523,7 @@ impl Diffusion {
 
     /// σ² of p_θ at chain step i.
     pub fn sigma2(&self, i: usize) -> f64 {
-        self.schedule.sigma2(i, self.variance)
+        self.sigma2[i]
     }
 
     /// q(x_{τ_{i+1}} | x_0) = N(a·x_0, b² I): returns (a, b) = (√ᾱ, √(1 − ᾱ)).

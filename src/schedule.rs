@@ -54,16 +54,135 @@ pub enum Variance {
     Small,
     /// σ² = β'.
     Large,
+    /// The KL-optimal per-step variance for the network's measured error (needs the model's
+    /// [`VarianceTables`]): σ²_i = β̃'_i + c0_i² · E‖x_0 − x̂_0(x_{τ_{i+1}})‖²/D, with c0 the
+    /// posterior-mean coefficient of x_0 ([`optimal_sigma2`]); the final step uses the
+    /// calibrated std of the discretized Gaussian ([`VarianceTables::final_std_at`]).
+    Optimal,
+    /// Analytic-DPM (Bao et al. 2022, Theorem 1, λ² = β̃): σ²_n = β̃_n + (√(β̄_n/α_n) −
+    /// √(β̄_{n−1} − β̃_n))² (1 − Γ_n), Γ_n = E‖ε_θ(x_{τ_n})‖²/D from the model's tables; it equals
+    /// [`Variance::Optimal`] for a network whose ε_θ is the conditional mean. Final step as
+    /// [`Variance::Optimal`].
+    Analytic,
 }
 
 impl Variance {
-    /// The lowercase name (`"small"` / `"large"`), as used by serde and the CLI.
+    /// The lowercase name (`"small"`, `"large"`, `"optimal"`, `"analytic"`), as used by serde
+    /// and the CLI.
     pub fn name(self) -> &'static str {
         match self {
             Variance::Small => "small",
             Variance::Large => "large",
+            Variance::Optimal => "optimal",
+            Variance::Analytic => "analytic",
         }
     }
+
+    /// True for the kinds that need the model's [`VarianceTables`].
+    pub fn needs_tables(self) -> bool {
+        matches!(self, Variance::Optimal | Variance::Analytic)
+    }
+}
+
+/// Statistics of the network per model time t = 1..=T, calibrated once on training images
+/// (`ddpm-codec calibrate`) and stored in the model file, so the model identity covers them.
+/// Index `t − 1` holds model time t.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VarianceTables {
+    /// E‖x_0 − x̂_0(x_t, t)‖²/D with the clipped one-step prediction x̂_0 (model units²).
+    pub x0_mse: Vec<f64>,
+    /// Analytic-DPM's Γ_t = E‖ε_θ(x_t, t)‖²/D.
+    pub gamma: Vec<f64>,
+    /// For t = 1..=len: the std (model units) of the discretized Gaussian p(x_0 | x_t) at mean
+    /// x̂_0 that minimises the calibration images' code length. Beyond its length the final step
+    /// uses √x0_mse.
+    pub final_std: Vec<f64>,
+}
+
+/// Smallest std the final step may use (model units; a tenth of a pixel bin).
+pub const MIN_FINAL_STD: f64 = 2.0 / 255.0 / 10.0;
+
+impl VarianceTables {
+    /// Checks lengths and ranges against T; [`Error::Model`] otherwise.
+    pub fn validate(&self, t_max: usize) -> Result<()> {
+        let bad = |m: String| Err(Error::Model(format!("variance tables: {m}")));
+        if self.x0_mse.len() != t_max || self.gamma.len() != t_max {
+            return bad(format!(
+                "{} / {} entries for T = {t_max}",
+                self.x0_mse.len(),
+                self.gamma.len()
+            ));
+        }
+        if self.final_std.len() > t_max {
+            return bad(format!("{} final-step entries for T = {t_max}", self.final_std.len()));
+        }
+        if self.x0_mse.iter().any(|v| !(v.is_finite() && *v >= 0.0 && *v <= 4.0))
+            || self.gamma.iter().any(|v| !(v.is_finite() && *v >= 0.0 && *v <= 16.0))
+            || self.final_std.iter().any(|v| !(v.is_finite() && *v > 0.0 && *v <= 2.0))
+        {
+            return bad("value out of range".into());
+        }
+        Ok(())
+    }
+
+    /// The final step's std when τ_1 = t.
+    pub fn final_std_at(&self, t: usize) -> f64 {
+        let s = if t >= 1 && t <= self.final_std.len() {
+            self.final_std[t - 1]
+        } else {
+            self.x0_mse[t.clamp(1, self.x0_mse.len()) - 1].sqrt()
+        };
+        s.max(MIN_FINAL_STD)
+    }
+}
+
+/// σ² of every chain step of `s` for `variance` (index i as in the module docs). The kinds
+/// that need tables return [`Error::Parameter`] when `tables` is `None`.
+pub fn chain_sigma2(s: &Schedule, variance: Variance, tables: Option<&VarianceTables>) -> Result<Vec<f64>> {
+    let k = s.steps();
+    match variance {
+        Variance::Small | Variance::Large => Ok((0..k).map(|i| s.sigma2(i, variance)).collect()),
+        Variance::Optimal | Variance::Analytic => {
+            let tab = tables.ok_or_else(|| {
+                Error::Parameter(format!(
+                    "variance {variance} needs the model's calibrated tables (ddpm-codec calibrate)"
+                ))
+            })?;
+            tab.validate(s.t_max())?;
+            Ok((0..k)
+                .map(|i| {
+                    let t = s.model_t(i);
+                    if i == 0 {
+                        let sd = tab.final_std_at(t);
+                        sd * sd
+                    } else if variance == Variance::Optimal {
+                        optimal_sigma2(s, i, tab.x0_mse[t - 1])
+                    } else {
+                        analytic_sigma2(s, i, tab.gamma[t - 1])
+                    }
+                })
+                .collect())
+        }
+    }
+}
+
+/// σ²_i = β̃'_i + c0² · mse for chain step i ≥ 1, c0 = √ᾱ_prev β'/(1 − ᾱ): the σ² that
+/// minimises E KL(q ‖ p_θ) over images whose x̂_0 has mean squared error `mse` (never below
+/// β̃'_i).
+pub fn optimal_sigma2(s: &Schedule, i: usize, mse: f64) -> f64 {
+    let (ab, abp) = (s.alpha_bar(i), s.alpha_bar_prev(i));
+    let c0 = abp.sqrt() * s.beta(i) / (1.0 - ab);
+    let bt = s.beta_tilde(i);
+    bt + c0 * c0 * mse.max(0.0)
+}
+
+/// Analytic-DPM's σ²_n (Theorem 1 with λ² = β̃): β̃ + (√(β̄_n/α_n) − √(β̄_{n−1} − β̃_n))²
+/// (1 − Γ), 1 − Γ clamped to [0, 1].
+pub fn analytic_sigma2(s: &Schedule, i: usize, gamma: f64) -> f64 {
+    let (ab, abp) = (s.alpha_bar(i), s.alpha_bar_prev(i));
+    let bt = s.beta_tilde(i);
+    let a = ((1.0 - ab) / s.alpha(i)).sqrt() - ((1.0 - abp) - bt).max(0.0).sqrt();
+    bt + a * a * (1.0 - gamma).clamp(0.0, 1.0)
 }
 
 impl fmt::Display for Variance {
@@ -78,8 +197,10 @@ impl FromStr for Variance {
         match s.trim().to_ascii_lowercase().as_str() {
             "small" => Ok(Variance::Small),
             "large" => Ok(Variance::Large),
+            "optimal" => Ok(Variance::Optimal),
+            "analytic" => Ok(Variance::Analytic),
             _ => Err(Error::Parameter(format!(
-                "unknown variance {s:?} (expected \"small\" or \"large\")"
+                "unknown variance {s:?} (expected small, large, optimal or analytic)"
             ))),
         }
     }
@@ -382,10 +503,16 @@ impl Schedule {
         &self.beta_tilde
     }
     /// The reverse-process variance σ² at chain step i.
+    ///
+    /// Panics for the kinds that need the model's tables ([`Variance::needs_tables`]); use
+    /// [`chain_sigma2`] for those.
     pub fn sigma2(&self, i: usize, variance: Variance) -> f64 {
         match variance {
             Variance::Small => self.beta_tilde_clipped[i],
             Variance::Large => self.beta[i],
+            Variance::Optimal | Variance::Analytic => {
+                panic!("variance {variance} needs the model's tables: use schedule::chain_sigma2")
+            }
         }
     }
     /// True when this is the full chain (τ_i = i for all i).

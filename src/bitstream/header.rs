@@ -97,6 +97,10 @@ pub enum VarianceCode {
     Small = 0,
     /// Code 1: σ_t² = β_t.
     Large = 1,
+    /// Code 2: the KL-optimal per-step σ² from the model's calibrated tables.
+    Optimal = 2,
+    /// Code 3: Analytic-DPM's σ² from the model's calibrated Γ table.
+    Analytic = 3,
 }
 
 impl VarianceCode {
@@ -112,8 +116,10 @@ impl TryFrom<u8> for VarianceCode {
         match v {
             0 => Ok(VarianceCode::Small),
             1 => Ok(VarianceCode::Large),
+            2 => Ok(VarianceCode::Optimal),
+            3 => Ok(VarianceCode::Analytic),
             _ => Err(format_err(format!(
-                "unknown variance code {v} (expected 0 or 1)"
+                "unknown variance code {v} (expected 0..=3)"
             ))),
         }
     }
@@ -603,6 +609,8 @@ impl Header {
             match self.variance {
                 VarianceCode::Small => "small (beta tilde)",
                 VarianceCode::Large => "large (beta)",
+                VarianceCode::Optimal => "optimal (calibrated, model tables)",
+                VarianceCode::Analytic => "analytic-dpm (calibrated, model tables)",
             }
         );
         let _ = writeln!(
@@ -719,7 +727,7 @@ mod tests {
         for v in 0..=255u8 {
             assert_eq!(Channels::try_from(v).is_ok(), matches!(v, 1 | 3 | 4));
             assert_eq!(ColourMode::try_from(v).is_ok(), v <= 1);
-            assert_eq!(VarianceCode::try_from(v).is_ok(), v <= 1);
+            assert_eq!(VarianceCode::try_from(v).is_ok(), v <= 3);
             assert_eq!(ScheduleKind::try_from(v).is_ok(), v <= 2);
         }
         for k in [

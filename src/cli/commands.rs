@@ -123,16 +123,17 @@ pub fn run_command(cli: Cli) -> Result<()> {
             let bytes = std::fs::read(input)?;
             print!("{}", codec::info(&bytes)?);
         }
-        Command::Nll { data, split, limit, steps, mode, variance, batch, seed, json } => {
+        Command::Nll { data, split, limit, chain, mode, batch, seed, json } => {
             let model = load_model(&cli)?;
             let pb = bar(quiet, "nll");
             let images = load_images(data, split, *limit)?;
-            let schedule = ddpm_codec::schedule::Schedule::even(1000, *steps)?;
+            let schedule = codec::make_schedule(1000, chain.steps, &chain.spacing)?;
             let rep = ddpm_codec::eval::nll::run_nll(
                 &model,
                 &images,
                 &schedule,
-                variance.parse()?,
+                chain.variance.parse()?,
+                model.variance_tables(),
                 mode.parse()?,
                 *batch,
                 *seed,
@@ -148,7 +149,7 @@ pub fn run_command(cli: Cli) -> Result<()> {
             let model = load_model(&cli)?;
             let pb = bar(quiet, "sample");
             use ddpm_codec::{data, diffusion::Diffusion, sample};
-            let diff = Diffusion::new(ddpm_codec::schedule::Schedule::even(1000, *steps)?, Variance::Small);
+            let diff = Diffusion::new(codec::make_schedule(1000, *steps, "dense")?, Variance::Small);
             let x = sample::sample(&model, &diff, *n, *seed, &mut tick(&pb))?;
             let cols = (*n as f64).sqrt().ceil() as usize;
             sample::grid_png(&data::model_to_u8(&x), *n, 3, 32, 32, cols, output)?;
@@ -161,6 +162,36 @@ pub fn run_command(cli: Cli) -> Result<()> {
             }
             pb.finish_and_clear();
             eprintln!("wrote {}", output.display());
+        }
+        Command::Calibrate { data, limit, out, json } => {
+            use ddpm_codec::eval::calibrate;
+            let model = load_model(&cli)?;
+            let images = load_images(data, "train", Some(*limit))?;
+            let pb = bar(quiet, "calibrate");
+            let tables = calibrate::calibrate(&model, &images, 1000, &calibrate::CalibrateOptions::default(), &mut tick(&pb))?;
+            pb.finish_and_clear();
+            let weights = match &cli.model {
+                Some(d) => std::fs::read(d.join("model.safetensors"))?,
+                None => ddpm_codec::model::EMBEDDED_WEIGHTS.to_vec(),
+            };
+            let config = match &cli.model {
+                Some(d) => std::fs::read_to_string(d.join("config.json"))?,
+                None => ddpm_codec::model::EMBEDDED_CONFIG.to_string(),
+            };
+            let new = ddpm_codec::model::with_variance_tables(&weights, &tables)?;
+            std::fs::create_dir_all(out)?;
+            std::fs::write(out.join("model.safetensors"), &new)?;
+            std::fs::write(out.join("config.json"), config)?;
+            let reloaded = Model::from_dir(out)?;
+            eprintln!(
+                "wrote {} ({} calibration images; identity {})",
+                out.display(),
+                images.len() / (3 * 32 * 32),
+                reloaded.sha256_hex()
+            );
+            if let Some(j) = json {
+                write_json(j, &tables)?;
+            }
         }
         Command::Rd(args) => run_rd(&cli, args)?,
         Command::BenchLossless { input, limit, code, no_verify, json } => {

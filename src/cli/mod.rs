@@ -39,8 +39,9 @@ pub struct ChainArgs {
     /// Step spacing: "dense" (τ_i = T·(i/K)², dense where the bits are) or "even".
     #[arg(long, default_value = "dense")]
     pub spacing: String,
-    /// Reverse variance: large (β, the default) or small (β̃).
-    #[arg(long, default_value = "large")]
+    /// Reverse variance: optimal (KL-optimal per step from the model's calibrated tables),
+    /// analytic (Analytic-DPM), large (β) or small (β̃).
+    #[arg(long, default_value = ddpm_codec::codec::DEFAULT_VARIANCE.name())]
     pub variance: String,
 }
 
@@ -153,18 +154,35 @@ pub enum Command {
         split: String,
         #[arg(long)]
         limit: Option<usize>,
-        #[arg(long, default_value_t = 1000)]
-        steps: usize,
+        /// The chain: the same options and defaults as `encode`, so `--steps K` names the chain
+        /// the codec codes with (`--steps 1000` is the paper's full chain).
+        #[command(flatten)]
+        chain: ChainArgs,
         /// "exact" (every step) or "random-t" (unbiased estimate with a 95% CI).
         #[arg(long, default_value = "exact")]
         mode: String,
-        /// Reverse variance: large (β) or small (β̃).
-        #[arg(long, default_value = "large")]
-        variance: String,
         #[arg(long, default_value_t = 64)]
         batch: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Calibrate the model's variance tables (x̂_0 error, Γ, final-step std per model time) on
+    /// training images and write the model with the tables to OUT (model.safetensors +
+    /// config.json). The tables enable `--variance optimal` and `analytic`; the model identity
+    /// (SHA-256 of the weights file) changes.
+    Calibrate {
+        /// A folder with CIFAR-10 binary batches (train split), or a folder of 32×32 PNGs.
+        #[arg(long)]
+        data: PathBuf,
+        /// Calibration images (the first N of the split).
+        #[arg(long, default_value_t = 128)]
+        limit: usize,
+        /// Output model directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write the tables as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
     },

@@ -1,5 +1,6 @@
 //! Reports: bits/dim of a data set under the model.
 
+pub mod calibrate;
 pub mod nll;
 pub mod metrics;
 pub mod classical;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::to_model_range;
 use crate::diffusion::{mix_seed, Denoiser, Diffusion, NllTerms};
 use crate::error::{Error, Result};
-use crate::schedule::{Schedule, Variance};
+use crate::schedule::{Schedule, Variance, VarianceTables};
 
 /// How the sum over chain steps is evaluated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -119,6 +119,7 @@ pub fn run_nll(
     images: &[u8],
     schedule: &Schedule,
     variance: Variance,
+    tables: Option<&VarianceTables>,
     mode: NllMode,
     batch: usize,
     seed: u64,
@@ -137,7 +138,7 @@ pub fn run_nll(
     }
     let n = images.len() / d;
     let k = schedule.steps();
-    let diffusion = Diffusion::new(schedule.clone(), variance);
+    let diffusion = Diffusion::with_tables(schedule.clone(), variance, tables)?;
     let per_image = match mode {
         NllMode::Exact => k,
         NllMode::RandomT => {
@@ -291,6 +292,7 @@ mod tests {
             &imgs,
             &sched,
             Variance::Small,
+            None,
             NllMode::Exact,
             3,
             1,
@@ -335,6 +337,7 @@ mod tests {
             &imgs,
             &sched,
             Variance::Small,
+            None,
             NllMode::Exact,
             4,
             1,
@@ -346,6 +349,7 @@ mod tests {
             &imgs,
             &sched,
             Variance::Small,
+            None,
             NllMode::RandomT,
             2,
             1,
@@ -362,6 +366,7 @@ mod tests {
             &imgs[..7],
             &sched,
             Variance::Small,
+            None,
             NllMode::Exact,
             2,
             1,
@@ -373,6 +378,7 @@ mod tests {
             &imgs,
             &sched,
             Variance::Small,
+            None,
             NllMode::Exact,
             0,
             1,

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::schedule::VarianceTables;
 pub use unet::UNet;
 
 /// U-Net hyper-parameters; `Default` is the paper's CIFAR-10 model (35.7M parameters).
@@ -76,6 +77,59 @@ pub struct Model {
     sha256: [u8; 32],
     device: Device,
     backend: Backend,
+    variance_tables: Option<VarianceTables>,
+}
+
+/// Names of the calibrated variance tables inside the weights file (f64 vectors).
+pub const TABLE_X0_MSE: &str = "variance_tables.x0_mse";
+/// See [`TABLE_X0_MSE`].
+pub const TABLE_GAMMA: &str = "variance_tables.gamma";
+/// See [`TABLE_X0_MSE`].
+pub const TABLE_FINAL_STD: &str = "variance_tables.final_std";
+
+fn f64_vec(t: &Tensor, name: &str) -> Result<Vec<f64>> {
+    if t.rank() != 1 || t.dims()[0] > 1 << 20 {
+        return Err(Error::Model(format!("{name}: expected a vector")));
+    }
+    Ok(t.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+}
+
+/// Removes the variance tables from a loaded tensor map; all three or none must be present.
+fn take_variance_tables(t: &mut std::collections::HashMap<String, Tensor>) -> Result<Option<VarianceTables>> {
+    let parts = [TABLE_X0_MSE, TABLE_GAMMA, TABLE_FINAL_STD].map(|n| t.remove(n));
+    match parts {
+        [None, None, None] => Ok(None),
+        [Some(a), Some(b), Some(c)] => Ok(Some(VarianceTables {
+            x0_mse: f64_vec(&a, TABLE_X0_MSE)?,
+            gamma: f64_vec(&b, TABLE_GAMMA)?,
+            final_std: f64_vec(&c, TABLE_FINAL_STD)?,
+        })),
+        _ => Err(Error::Model("the weights file holds only some of the variance tables".into())),
+    }
+}
+
+/// A copy of the safetensors file `weights` with `tables` stored in it (replacing any stored
+/// before); every other tensor is copied byte for byte. The model identity (SHA-256 of the
+/// file) changes with the tables.
+pub fn with_variance_tables(weights: &[u8], tables: &VarianceTables) -> Result<Vec<u8>> {
+    use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+    let st = SafeTensors::deserialize(weights).map_err(|e| Error::Model(format!("safetensors: {e}")))?;
+    let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(n, _)| ![TABLE_X0_MSE, TABLE_GAMMA, TABLE_FINAL_STD].contains(&n.as_str()))
+        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    for (name, vals) in [(TABLE_X0_MSE, &tables.x0_mse), (TABLE_GAMMA, &tables.gamma), (TABLE_FINAL_STD, &tables.final_std)] {
+        let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+        owned.push((name.to_string(), Dtype::F64, vec![vals.len()], bytes));
+    }
+    let views = owned
+        .iter()
+        .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b).map_err(|e| Error::Model(format!("{e}")))?)))
+        .collect::<Result<Vec<_>>>()?;
+    let (_, meta) = SafeTensors::read_metadata(weights).map_err(|e| Error::Model(format!("safetensors: {e}")))?;
+    safetensors::tensor::serialize(views, meta.metadata().clone()).map_err(|e| Error::Model(format!("safetensors: {e}")))
 }
 
 /// Which implementation [`Model::eps`] runs.
@@ -113,7 +167,8 @@ impl Model {
         let cfg: Config = serde_json::from_str(config_json)
             .map_err(|e| Error::Parameter(format!("model config JSON: {e}")))?;
         let device = Device::Cpu;
-        let tensors = candle_core::safetensors::load_buffer(weights, &device)?;
+        let mut tensors = candle_core::safetensors::load_buffer(weights, &device)?;
+        let variance_tables = take_variance_tables(&mut tensors)?;
         let tensors = tensors
             .into_iter()
             .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?)))
@@ -122,7 +177,7 @@ impl Model {
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
         let net = UNet::new(&cfg, vb)?;
         let sha256: [u8; 32] = Sha256::digest(weights).into();
-        Ok(Self { net, fast, sha256, device, backend: Backend::Fast })
+        Ok(Self { net, fast, sha256, device, backend: Backend::Fast, variance_tables })
     }
 
     /// Loads `DIR/model.safetensors` and `DIR/config.json`.
@@ -148,6 +203,11 @@ impl Model {
     /// SHA-256 of the weight file: the model's identity, written into every stream.
     pub fn sha256(&self) -> [u8; 32] {
         self.sha256
+    }
+
+    /// The calibrated variance tables stored with the weights, if any.
+    pub fn variance_tables(&self) -> Option<&VarianceTables> {
+        self.variance_tables.as_ref()
     }
 
     /// Hex form of [`Model::sha256`].
