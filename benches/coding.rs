@@ -125,23 +125,6 @@ fn bench_normals(c: &mut Criterion) {
             black_box(out[17])
         })
     });
-    // the encoder's scoring kernel: normals generated and scored (256 dims x 4096 candidates)
-    let bvec: Vec<f32> = (0..256).map(|i| (i as f32 * 0.37).sin() * 0.3).collect();
-    g.throughput(Throughput::Elements(256 * 4096));
-    g.bench_function("score_kernel_256x4096", |b| {
-        b.iter(|| {
-            black_box(ddpm_codec::rcc::pfr::score_chunk_for_bench(
-                11, 0.0, &bvec, 12,
-            ))
-        })
-    });
-    g.bench_function("score_kernel_quad_256x4096", |b| {
-        b.iter(|| {
-            black_box(ddpm_codec::rcc::pfr::score_chunk_for_bench(
-                11, -0.02, &bvec, 12,
-            ))
-        })
-    });
     g.finish();
 }
 

@@ -7,7 +7,7 @@
 //! reverse channel coding (PFR), and packet K−1 (if lossless) carries every pixel of x_0 with
 //! the discretized Gaussian p_θ(x_0 | x_{τ_1}). After m packets the decoder holds x_{τ_{K−m}}.
 
-use crate::bitstream::{self, Channels, ColourMode, Header, Stream, VarianceCode};
+use crate::bitstream::{self, Channels, ColourMode, Header, Params, Stream, VarianceCode};
 use crate::diffusion::{Denoiser, Diffusion};
 use crate::entropy::{SymbolReader, SymbolWriter};
 use crate::error::{Error, Result};
@@ -201,6 +201,10 @@ pub fn encode(
     mut observer: Option<&mut PrefixObserver<'_>>,
 ) -> Result<(Vec<u8>, EncodeReport)> {
     let start = std::time::Instant::now();
+    p.rcc.validate()?;
+    if p.rcc.chunk_bits * 256.0 != (p.rcc.chunk_bits * 256.0).round() || p.rcc.skip_below_bits * 256.0 != (p.rcc.skip_below_bits * 256.0).round() {
+        return Err(Error::Parameter("chunk_bits and skip_below_bits must be multiples of 1/256".into()));
+    }
     let grid = TileGrid::new(img.width as usize, img.height as usize, TILE);
     let grey = img.channels == 1;
     let tiles = grid.num_tiles();
@@ -277,35 +281,28 @@ pub fn encode(
         pk.cum_words = cw;
     }
     let header = Header {
-        model_sha256: model.sha256(),
+        model_id: model.sha256()[..bitstream::header::MODEL_ID_LEN].try_into().expect("4 bytes"),
         width: img.width,
         height: img.height,
         channels: Channels::try_from(img.channels)?,
-        colour_mode: if grey { ColourMode::GreyReplicated } else { ColourMode::Rgb },
-        tile_size: TILE as u16,
-        batch_tiles: batch as u16,
-        t_max: diff.schedule.t_max() as u16,
         taus: diff.schedule.taus().iter().map(|&t| t as u16).collect(),
-        variance: match p.variance {
-            Variance::Small => VarianceCode::Small,
-            Variance::Large => VarianceCode::Large,
-            Variance::Optimal => VarianceCode::Optimal,
-            Variance::Analytic => VarianceCode::Analytic,
+        variance: variance_code(p.variance),
+        params: Params {
+            t_max: diff.schedule.t_max() as u16,
+            batch_tiles: batch as u16,
+            seed: p.seed,
+            chunk_bits_q8: (p.rcc.chunk_bits * 256.0).round() as u16,
+            margin_bits: p.rcc.margin_bits as u8,
+            min_log2_candidates: p.rcc.min_log2_candidates as u8,
+            max_log2_candidates: p.rcc.max_log2_candidates as u8,
+            skip_below_q8: (p.rcc.skip_below_bits * 256.0).round() as u16,
         },
-        chunk_bits_q8: (p.rcc.chunk_bits * 256.0).round() as u16,
-        margin_bits: p.rcc.margin_bits as u8,
-        min_log2_candidates: p.rcc.min_log2_candidates as u8,
-        max_log2_candidates: p.rcc.max_log2_candidates as u8,
-        skip_below_q8: (p.rcc.skip_below_bits * 256.0).round() as u16,
-        seed: p.seed,
         lossless: p.lossless,
         body_words: words.len() as u32,
-        body_crc32: 0,
-        pixel_crc32: crc32fast::hash(img.samples()),
+        check: crc32fast::hash(img.samples()),
     };
-    let stream = Stream { header, words_needed, words, truncated: false };
-    let bytes = bitstream::write_stream(&stream)?;
-    let overhead_bytes = bytes.len() - 4 * stream.words.len();
+    let bytes = bitstream::write_stream(&header, &words)?;
+    let overhead_bytes = bytes.len() - 4 * words.len();
     let dims = img.width as usize * img.height as usize * if grey { 1 } else { 3 };
     let report = EncodeReport {
         width: img.width,
@@ -350,11 +347,18 @@ pub struct DecodeOptions {
     pub max_bytes: Option<usize>,
     pub recon: Recon,
     pub max_pixels: u64,
+    /// Largest tiles × K a stream may ask for (format/SPEC.md § 6), checked before any network
+    /// call.
+    pub max_work: u64,
 }
+
+/// Default [`DecodeOptions::max_work`]: 2^20 tile-steps (≈ 40 CPU-minutes here; a 768×512
+/// photo at K = 1000 is 384,000).
+pub const DEFAULT_MAX_WORK: u64 = 1 << 20;
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        Self { max_packets: None, max_bytes: None, recon: Recon::OneStep, max_pixels: DEFAULT_MAX_PIXELS }
+        Self { max_packets: None, max_bytes: None, recon: Recon::OneStep, max_pixels: DEFAULT_MAX_PIXELS, max_work: DEFAULT_MAX_WORK }
     }
 }
 
@@ -366,20 +370,31 @@ pub struct DecodeReport {
     /// Model time of the state the reconstruction came from (0: exact x_0).
     pub t: usize,
     pub lossless: bool,
-    /// Bytes of the file the decoded packets needed: header, step table and their body words
-    /// (the length of the prefix file that decodes to the same image).
+    /// Bytes of the file the decoded packets needed: the header and the body words the entropy
+    /// decoder consumed (the length of the prefix file that decodes to the same image).
     pub bytes_used: usize,
     pub decode_seconds: f64,
 }
 
-/// Reads a stream's header and checks it against the model and limits.
+/// Reads a stream's header and checks it against the default limits.
 pub fn parse(bytes: &[u8]) -> Result<Stream> {
     bitstream::read_stream(bytes, &bitstream::Limits::default())
 }
 
+/// The stream's code of a variance kind.
+fn variance_code(v: Variance) -> VarianceCode {
+    match v {
+        Variance::Small => VarianceCode::Small,
+        Variance::Large => VarianceCode::Large,
+        Variance::Optimal => VarianceCode::Optimal,
+        Variance::Analytic => VarianceCode::Analytic,
+    }
+}
+
 /// Rebuilds the codec parameters a stream was written with.
 pub fn params_of(h: &Header) -> Result<CodecParams> {
-    let schedule = Schedule::respaced(h.t_max as usize, h.taus.iter().map(|&t| t as usize).collect())?;
+    let hp = &h.params;
+    let schedule = Schedule::respaced(hp.t_max as usize, h.taus.iter().map(|&t| t as usize).collect())?;
     let variance = match h.variance {
         VarianceCode::Small => Variance::Small,
         VarianceCode::Large => Variance::Large,
@@ -388,16 +403,20 @@ pub fn params_of(h: &Header) -> Result<CodecParams> {
     };
     let rcc = RccParams {
         chunk_bits: h.chunk_bits(),
-        margin_bits: h.margin_bits as u32,
-        min_log2_candidates: h.min_log2_candidates as u32,
-        max_log2_candidates: h.max_log2_candidates as u32,
+        margin_bits: hp.margin_bits as u32,
+        min_log2_candidates: hp.min_log2_candidates as u32,
+        max_log2_candidates: hp.max_log2_candidates as u32,
         skip_below_bits: h.skip_below_bits(),
     };
     rcc.validate()?;
-    Ok(CodecParams { schedule, variance, rcc, seed: h.seed, lossless: h.lossless, batch_tiles: h.batch_tiles as usize })
+    Ok(CodecParams { schedule, variance, rcc, seed: hp.seed, lossless: h.lossless, batch_tiles: hp.batch_tiles as usize })
 }
 
 /// Decodes a stream, or the longest packet prefix allowed by `opts` and the bytes present.
+///
+/// There is no packet index (format/SPEC.md § 5): each packet's symbols are read before its
+/// network call, and the first packet during which the entropy decoder ran out of words ends
+/// the prefix.
 pub fn decode(
     model: &Model,
     bytes: &[u8],
@@ -415,93 +434,131 @@ pub fn decode(
             h.width, h.height, opts.max_pixels
         )));
     }
-    if h.tile_size as usize != TILE || model.config().resolution != TILE {
-        return Err(Error::Format(format!("tile size {} does not match the model", h.tile_size)));
+    if h.work() > opts.max_work {
+        return Err(Error::LimitsExceeded(format!(
+            "the stream asks for {} tile-steps ({} tiles × {} steps), more than the decoder's limit of {} (decode --max-work raises it)",
+            h.work(),
+            { let (a, d) = h.tile_grid(); a * d },
+            h.num_steps(),
+            opts.max_work
+        )));
+    }
+    if model.config().resolution != TILE {
+        return Err(Error::Format(format!("the model's resolution {} is not the stream's tile size {TILE}", model.config().resolution)));
     }
     let p = params_of(h)?;
     let diff = Diffusion::with_tables(p.schedule.clone(), p.variance, model.variance_tables())?;
     let k = diff.steps();
     let total = h.num_packets();
-    let mut avail = stream.packets_available().min(total);
-    if let Some(mp) = opts.max_packets {
-        avail = avail.min(mp);
-    }
+    let limit = opts.max_packets.unwrap_or(total).min(total);
+    let complete = !stream.truncated && limit == total && opts.max_bytes.is_none_or(|b| b >= bytes.len());
     let grid = TileGrid::new(h.width as usize, h.height as usize, TILE);
-    let grey = h.colour_mode == ColourMode::GreyReplicated;
+    let grey = h.colour_mode() == ColourMode::GreyReplicated;
     let tiles = grid.num_tiles();
+    let dims = tiles * grid.tile_dims();
     let batch = p.batch_tiles.max(1);
-    let mut x = initial_state(p.seed, tiles * grid.tile_dims());
-    let words_used = if avail == 0 { 0 } else { stream.words_needed[avail - 1] as usize };
-    let mut r = SymbolReader::new(&stream.words[..words_used.min(stream.words.len())])?;
+    let mut x = initial_state(p.seed, dims);
+    let mut r = match (stream.words.is_empty(), stream.truncated) {
+        (true, _) => None,
+        (false, false) => Some(SymbolReader::new(&stream.words)?),
+        (false, true) => Some(SymbolReader::new_prefix(&stream.words)?),
+    };
     let mut prev_q = 0u32;
-    let rcc_packets = avail.min(k - 1);
-    let work = rcc_packets + 1;
-    for m in 0..rcc_packets {
+    let rcc_limit = limit.min(k - 1);
+    let mut decoded = 0usize;
+    let mut words_used = 0usize;
+    let mut eps_now: Option<Vec<f32>> = None;
+    for m in 0..rcc_limit {
+        let Some(rd) = r.as_mut() else { break };
         let i = k - 1 - m;
+        let sym = rcc::read_step(&p.rcc, dims, &mut prev_q, rd)?;
+        if rd.starved() {
+            break;
+        }
         let eps = eps_tiles(model, &x, tiles, batch, diff.schedule.model_t(i))?;
         let x0_hat = diff.predict_x0(&x, &eps, i);
         let mu_p = diff.posterior_mean(&x0_hat, &x, i);
         let sigma_p = diff.sigma2(i).sqrt() as f32;
-        let key = StepKey { seed: p.seed, step: i as u32 };
-        x = rcc::decode_step(key, &p.rcc, &mu_p, sigma_p, &mut prev_q, &mut r)?;
-        progress(m + 1, work);
+        x = rcc::place_step(StepKey { seed: p.seed, step: i as u32 }, &p.rcc, &mu_p, sigma_p, &sym)?;
+        decoded += 1;
+        words_used = rd.words_consumed();
+        progress(m + 1, rcc_limit + 1);
     }
     // The chain index whose input state x now is.
-    let i_now = k - 1 - rcc_packets;
-    let lossless_done = p.lossless && avail == total;
-    let samples_rgb_tiles: Vec<u8>;
-    if lossless_done {
+    let i_now = k - 1 - decoded;
+    let mut samples_rgb_tiles: Option<Vec<u8>> = None;
+    if p.lossless && decoded == k - 1 && limit == total {
         let eps = eps_tiles(model, &x, tiles, batch, diff.schedule.model_t(0))?;
-        let (means, std) = final_step_model(&diff, &x, &eps);
-        let idx = coded_pixels(&grid, grey);
-        let m: Vec<f32> = idx.iter().map(|&j| means[j]).collect();
-        let mut values = vec![0u8; idx.len()];
-        r.read_pixels(&m, std, &mut values)?;
-        let mut out = to_u8(&means);
-        for (&j, &v) in idx.iter().zip(&values) {
-            out[j] = v;
-        }
-        if grey {
-            let t2 = TILE * TILE;
-            for tile in out.chunks_exact_mut(grid.tile_dims()) {
-                let (r0, rest) = tile.split_at_mut(t2);
-                rest[..t2].copy_from_slice(r0);
-                rest[t2..].copy_from_slice(r0);
-            }
-        }
-        samples_rgb_tiles = out;
-    } else {
-        let eps = eps_tiles(model, &x, tiles, batch, diff.schedule.model_t(i_now))?;
-        let x0 = match opts.recon {
-            Recon::OneStep => diff.predict_x0(&x, &eps, i_now),
-            Recon::Ddim => {
-                let mut xs = diff.ddim_step(&x, &eps, i_now);
-                for i in (0..i_now).rev() {
-                    let e = eps_tiles(model, &xs, tiles, batch, diff.schedule.model_t(i))?;
-                    xs = diff.ddim_step(&xs, &e, i);
+        if let Some(rd) = r.as_mut() {
+            let (means, std) = final_step_model(&diff, &x, &eps);
+            let idx = coded_pixels(&grid, grey);
+            let m: Vec<f32> = idx.iter().map(|&j| means[j]).collect();
+            let mut values = vec![0u8; idx.len()];
+            rd.read_pixels(&m, std, &mut values)?;
+            if !rd.starved() {
+                let mut out = to_u8(&means);
+                for (&j, &v) in idx.iter().zip(&values) {
+                    out[j] = v;
                 }
-                xs
+                if grey {
+                    let t2 = TILE * TILE;
+                    for tile in out.chunks_exact_mut(grid.tile_dims()) {
+                        let (r0, rest) = tile.split_at_mut(t2);
+                        rest[..t2].copy_from_slice(r0);
+                        rest[t2..].copy_from_slice(r0);
+                    }
+                }
+                samples_rgb_tiles = Some(out);
+                decoded += 1;
+                words_used = rd.words_consumed();
             }
-        };
-        samples_rgb_tiles = display_tiles(&x0, grey);
+        }
+        if samples_rgb_tiles.is_none() {
+            eps_now = Some(eps);
+        }
     }
-    progress(work, work);
+    let lossless_done = samples_rgb_tiles.is_some();
+    if complete && (decoded < total || words_used != stream.words.len()) {
+        return Err(Error::Format(format!(
+            "corrupted stream: {decoded} of {total} packets decoded using {words_used} of {} body words",
+            stream.words.len()
+        )));
+    }
+    let samples_rgb_tiles = match samples_rgb_tiles {
+        Some(s) => s,
+        None => {
+            let eps = match eps_now {
+                Some(e) => e,
+                None => eps_tiles(model, &x, tiles, batch, diff.schedule.model_t(i_now))?,
+            };
+            let x0 = match opts.recon {
+                Recon::OneStep => diff.predict_x0(&x, &eps, i_now),
+                Recon::Ddim => {
+                    let mut xs = diff.ddim_step(&x, &eps, i_now);
+                    for i in (0..i_now).rev() {
+                        let e = eps_tiles(model, &xs, tiles, batch, diff.schedule.model_t(i))?;
+                        xs = diff.ddim_step(&xs, &e, i);
+                    }
+                    xs
+                }
+            };
+            display_tiles(&x0, grey)
+        }
+    };
+    progress(rcc_limit + 1, rcc_limit + 1);
     let rgb = grid.from_tiles(&samples_rgb_tiles);
     let img = RasterImage::from_rgb(h.width, h.height, h.channels.count() as u8, &rgb)?;
-    if lossless_done && crc32fast::hash(img.samples()) != h.pixel_crc32 {
+    if lossless_done && crc32fast::hash(img.samples()) != h.check {
         return Err(Error::Checksum(
             "decoded image differs from the encoded one (model, platform or data mismatch)".into(),
         ));
     }
-    // the prefix file the decoded packets needed: header and table (as the writer lays them
-    // out), then their words
-    let bytes_used = bitstream::write_stream(&stream.prefix(0))?.len() + 4 * words_used;
     let report = DecodeReport {
         packets_total: total,
-        packets_decoded: avail,
+        packets_decoded: decoded,
         t: if lossless_done { 0 } else { diff.schedule.model_t(i_now) },
         lossless: lossless_done,
-        bytes_used,
+        bytes_used: stream.header_len + 4 * words_used,
         decode_seconds: start.elapsed().as_secs_f64(),
     };
     Ok((img, report))
@@ -517,43 +574,25 @@ impl Denoiser for Model {
     }
 }
 
-/// Human-readable description of a stream: header, per-packet sizes, cumulative bits/dim.
+/// Human-readable description of a stream: the header and the file's size. Per-packet sizes
+/// are not stored (format version 3 has no packet index): `encode --report` writes them.
 pub fn info(bytes: &[u8]) -> Result<String> {
     use std::fmt::Write;
     let s = parse(bytes)?;
     let h = &s.header;
-    let grey = h.colour_mode == ColourMode::GreyReplicated;
+    let grey = h.colour_mode() == ColourMode::GreyReplicated;
     let dims = h.pixel_count() as f64 * if grey { 1.0 } else { 3.0 };
-    let overhead = bytes.len() - 4 * s.words.len();
     let mut out = String::new();
     let _ = writeln!(out, "{}", h.summary());
     let _ = writeln!(
         out,
-        "file: {} bytes ({} header+table), {}{} packets available of {}",
+        "file: {} bytes ({} header, {} body words{}): {:.4} bits/dim, {} packets",
         bytes.len(),
-        overhead,
-        if s.truncated { "TRUNCATED, " } else { "" },
-        s.packets_available(),
+        s.header_len,
+        s.words.len(),
+        if s.truncated { format!(" of {}, TRUNCATED", h.body_words) } else { String::new() },
+        bytes.len() as f64 * 8.0 / dims,
         h.num_packets()
     );
-    let _ = writeln!(out, "{:>6} {:>6} {:>6} {:>10} {:>12} {:>10}", "packet", "t_from", "t_to", "bytes", "cum_bytes", "cum_bpd");
-    let k = h.taus.len();
-    let mut prev = 0u32;
-    for (m, &cw) in s.words_needed.iter().enumerate() {
-        let (tf, tt) = if m + 1 < k { (h.taus[k - 1 - m], h.taus[k - 2 - m]) } else { (h.taus[0], 0) };
-        let cum = overhead + 4 * cw as usize;
-        let _ = writeln!(
-            out,
-            "{:>6} {:>6} {:>6} {:>10} {:>12} {:>10.4}{}",
-            m,
-            tf,
-            tt,
-            4 * (cw - prev),
-            cum,
-            cum as f64 * 8.0 / dims,
-            if (cw as usize) > s.words.len() { "  (missing)" } else { "" }
-        );
-        prev = cw;
-    }
     Ok(out)
 }

@@ -99,6 +99,35 @@ const PIXEL_MEAN_MAX_Q: i32 = 511 * 1024;
 const LN_2: f64 = std::f64::consts::LN_2;
 
 type Coder = DefaultAnsCoder<Vec<u32>>;
+type ReadCoder = constriction::stream::stack::AnsCoder<u32, u64, PrefixStack>;
+
+/// The reader's word source: a stack (top = last element) that remembers whether the decoder
+/// asked for a word it did not have. constriction's `AnsCoder` refills its state right after a
+/// symbol, and only when the state needs a word; a symbol decoded *after* a failed refill
+/// depends on words beyond the prefix (format/SPEC.md § 5), which is what
+/// [`SymbolReader::starved`] reports for a proper prefix of a stream: the decoder's own packet
+/// index. (In a complete stream the encoder's first symbols were coded from a state below
+/// 2^32, so its decoder runs its last symbols after failed refills: the flag means nothing
+/// there, and a reader of a complete stream never reports it.)
+#[derive(Debug, Default)]
+struct PrefixStack {
+    words: Vec<u32>,
+    starved: bool,
+}
+
+impl constriction::backends::ReadWords<u32, constriction::Stack> for PrefixStack {
+    type ReadError = std::convert::Infallible;
+    #[inline(always)]
+    fn read(&mut self) -> std::result::Result<Option<u32>, Self::ReadError> {
+        let w = self.words.pop();
+        self.starved |= w.is_none();
+        Ok(w)
+    }
+    #[inline(always)]
+    fn maybe_exhausted(&self) -> bool {
+        self.words.is_empty()
+    }
+}
 type Categorical = DefaultContiguousCategoricalEntropyModel;
 type PixelModel = LeakilyQuantizedDistribution<f64, i32, u32, Gaussian, 24>;
 
@@ -575,7 +604,11 @@ impl SymbolWriter {
 
 /// Pops the symbols of one image in forward order from (possibly truncated) words.
 pub struct SymbolReader {
-    coder: Coder,
+    coder: ReadCoder,
+    /// A symbol was decoded after a failed refill.
+    garbage: bool,
+    /// The words are a proper prefix of a stream ([`SymbolReader::new_prefix`]).
+    prefix: bool,
     total_words: usize,
     cache: ModelCache,
 }
@@ -585,10 +618,12 @@ impl SymbolReader {
     /// Fails with [`Error::Format`] if the first word is zero (no valid stream starts so).
     pub fn new(words: &[u32]) -> Result<Self> {
         let stack: Vec<u32> = words.iter().rev().copied().collect();
-        let coder = Coder::from_compressed(stack)
+        let coder = ReadCoder::from_compressed(PrefixStack { words: stack, starved: false })
             .map_err(|_| format_err("entropy-coded stream starts with a zero word"))?;
         Ok(SymbolReader {
             coder,
+            garbage: false,
+            prefix: false,
             total_words: words.len(),
             cache: ModelCache::new(),
         })
@@ -596,7 +631,28 @@ impl SymbolReader {
 
     /// Words consumed so far (including the ones that primed the coder).
     pub fn words_consumed(&self) -> usize {
-        self.total_words - self.coder.bulk().len()
+        self.total_words - self.coder.bulk().words.len()
+    }
+
+    /// A reader over a proper prefix of a stream's words (fewer than the complete body):
+    /// [`Self::starved`] tells where the prefix ends.
+    pub fn new_prefix(words: &[u32]) -> Result<Self> {
+        let mut r = Self::new(words)?;
+        r.prefix = true;
+        Ok(r)
+    }
+
+    /// For a prefix reader: true once a symbol was decoded after the decoder had asked for a
+    /// word beyond the prefix; that symbol and all after it are garbage. Always false for a
+    /// complete stream.
+    pub fn starved(&self) -> bool {
+        self.prefix && self.garbage
+    }
+
+    /// Call before decoding each symbol.
+    #[inline(always)]
+    fn note_symbol(&mut self) {
+        self.garbage |= self.coder.bulk().starved;
     }
 
     /// Pops the step info; returns `q` (0..=255). A delta leading outside 0..=255 is a
@@ -605,6 +661,7 @@ impl SymbolReader {
         if prev_q > Q_MAX {
             return Err(Error::Parameter(format!("previous q {prev_q} > {Q_MAX}")));
         }
+        self.note_symbol();
         let s = self
             .coder
             .decode_symbol(&self.cache.step_info)
@@ -621,6 +678,7 @@ impl SymbolReader {
 
     /// Pops a PFR index under model `key` (always < 2^log2_n).
     pub fn read_index(&mut self, key: IndexModelKey) -> Result<u32> {
+        self.note_symbol();
         let m = self.cache.index(key)?;
         let j = self
             .coder
@@ -640,6 +698,7 @@ impl SymbolReader {
         }
         for (o, &m) in out.iter_mut().zip(mu) {
             let model = PixelParams::snap(m, sigma).model(&self.cache.quantizer);
+            self.garbage |= self.coder.bulk().starved;
             let v = self
                 .coder
                 .decode_symbol(model)

@@ -20,6 +20,7 @@ pub mod diffusion;
 pub mod rcc;
 pub mod data;
 pub mod codec;
+pub mod fuzzing;
 pub mod eval;
 pub mod sample;
 pub mod figures;

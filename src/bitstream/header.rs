@@ -1,4 +1,5 @@
-//! The header fields of format/SPEC.md § 2: typed representation, byte encoding, validation.
+//! The header of format/SPEC.md (version 3): typed representation, byte encoding, validation.
+//! Reader functions are named after the spec's fields.
 
 use std::fmt::Write as _;
 
@@ -6,21 +7,25 @@ use super::Limits;
 use crate::error::{format_err, Error, Result};
 use crate::schedule::{even_taus, quadratic_taus};
 
-/// Tile edge required by format version 2.
+/// Tile edge of version 3 (the shipped models' resolution).
 pub const TILE_SIZE: u16 = 32;
-/// Byte length of the header fields without the explicit taus: `header_len =
-/// HEADER_FIXED_LEN + S`, S = 2K for [`ScheduleKind::Explicit`], else 0.
-pub const HEADER_FIXED_LEN: usize = 80;
-/// Byte offset of `num_steps` inside the header fields.
-pub const NUM_STEPS_OFFSET: usize = 48;
-/// Byte offset of `schedule_kind` inside the header fields.
-pub const SCHEDULE_KIND_OFFSET: usize = 50;
-/// Byte offset of the explicit `taus` (present only for [`ScheduleKind::Explicit`]).
-pub const TAUS_OFFSET: usize = 51;
-/// Largest `max_log2_candidates` (a PFR index must fit in a `u32`).
-pub const MAX_LOG2_CANDIDATES: u8 = 32;
-/// Flag bit 0: the lossless final step is present.
-pub const FLAG_LOSSLESS: u8 = 0x01;
+/// File magic.
+pub const MAGIC: [u8; 4] = *b"DDPC";
+/// Format version written and read.
+pub const VERSION: u8 = 3;
+/// Largest t_max (structural).
+pub const MAX_T_MAX: u32 = 10_000;
+/// Largest batch_tiles (structural).
+pub const MAX_BATCH_TILES: u32 = 4096;
+/// Largest max_log2_candidates (the candidate pool's rows, `rcc::pool`).
+pub const MAX_LOG2_CANDIDATES: u8 = crate::rcc::pool::LOG2_POOL_ROWS as u8;
+/// Range of chunk_bits_q8.
+pub const CHUNK_BITS_Q8_RANGE: std::ops::RangeInclusive<u32> = 64..=16384;
+/// Bytes of `model_id`.
+pub const MODEL_ID_LEN: usize = 4;
+
+const FLAG_LOSSLESS: u8 = 0x01;
+const FLAG_PARAMS: u8 = 0x08;
 
 /// Samples per pixel of the decoded image (field `channels`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -45,21 +50,41 @@ impl Channels {
     }
 }
 
+impl Channels {
+    /// The 2-bit code in `flags` (0 grey, 1 RGB, 2 RGBA).
+    pub fn flag_code(self) -> u8 {
+        match self {
+            Channels::Grey => 0,
+            Channels::Rgb => 1,
+            Channels::Rgba => 2,
+        }
+    }
+    /// From the 2-bit flag code.
+    pub fn from_flag_code(v: u8) -> Result<Self> {
+        match v {
+            0 => Ok(Channels::Grey),
+            1 => Ok(Channels::Rgb),
+            2 => Ok(Channels::Rgba),
+            _ => Err(format_err(format!("unknown channels code {v} (expected 0, 1 or 2)"))),
+        }
+    }
+}
+
 impl TryFrom<u8> for Channels {
     type Error = Error;
+    /// From a sample count (1, 3 or 4).
     fn try_from(v: u8) -> Result<Self> {
         match v {
             1 => Ok(Channels::Grey),
             3 => Ok(Channels::Rgb),
             4 => Ok(Channels::Rgba),
-            _ => Err(format_err(format!(
-                "unknown channels code {v} (expected 1, 3 or 4)"
-            ))),
+            _ => Err(format_err(format!("unsupported channel count {v} (expected 1, 3 or 4)"))),
         }
     }
 }
 
-/// How the image's colour is fed to the network (field `colour_mode`).
+/// How the image's colour is fed to the network (derived from the channels: grey is coded as
+/// one plane, replicated for the network).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum ColourMode {
@@ -73,19 +98,6 @@ impl ColourMode {
     /// The field code.
     pub fn code(self) -> u8 {
         self as u8
-    }
-}
-
-impl TryFrom<u8> for ColourMode {
-    type Error = Error;
-    fn try_from(v: u8) -> Result<Self> {
-        match v {
-            0 => Ok(ColourMode::Rgb),
-            1 => Ok(ColourMode::GreyReplicated),
-            _ => Err(format_err(format!(
-                "unknown colour_mode code {v} (expected 0 or 1)"
-            ))),
-        }
     }
 }
 
@@ -131,7 +143,7 @@ impl TryFrom<u8> for VarianceCode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum ScheduleKind {
-    /// Code 0: the K taus follow as `[u16; K]`.
+    /// Code 0: the K taus follow as varint deltas.
     Explicit = 0,
     /// Code 1: τ_i = round_half_even(i·T / K), made strictly increasing ([`even_taus`]).
     Even = 1,
@@ -167,13 +179,6 @@ impl ScheduleKind {
         Some(taus.into_iter().map(|v| v as u16).collect())
     }
 
-    /// Byte length S of the `taus` field for K steps: 2K for explicit taus, else 0.
-    pub fn taus_len(self, k: usize) -> usize {
-        match self {
-            ScheduleKind::Explicit => 2 * k,
-            ScheduleKind::Even | ScheduleKind::Quadratic => 0,
-        }
-    }
 }
 
 impl TryFrom<u8> for ScheduleKind {
@@ -190,51 +195,142 @@ impl TryFrom<u8> for ScheduleKind {
     }
 }
 
-/// The header of a version-2 stream (format/SPEC.md § 2). `num_steps` is `taus.len()`;
-/// `flags` is [`Header::lossless`]; `schedule_kind` is [`Header::schedule_kind`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Header {
-    /// SHA-256 of the model weights file.
-    pub model_sha256: [u8; 32],
-    /// Image width in pixels (≥ 1).
-    pub width: u32,
-    /// Image height in pixels (≥ 1).
-    pub height: u32,
-    /// Samples per pixel of the decoded image.
-    pub channels: Channels,
-    /// Colour handling.
-    pub colour_mode: ColourMode,
-    /// Tile edge; 32 in version 2.
-    pub tile_size: u16,
-    /// Tiles per network call (1..=4096).
-    pub batch_tiles: u16,
+/// The parameters group (SPEC § 3): everything that fixes a stream besides the image, the
+/// chain and the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Params {
     /// Number of diffusion steps T of the model schedule.
     pub t_max: u16,
-    /// Coded timesteps τ_1 < … < τ_K (τ_1 ≥ 1, τ_K = t_max); K = `taus.len()`. Stored
-    /// explicitly or as a schedule code, see [`Header::schedule_kind`].
-    pub taus: Vec<u16>,
-    /// Reverse-process variance.
-    pub variance: VarianceCode,
+    /// Tiles per network call (1..=4096).
+    pub batch_tiles: u16,
+    /// Shared seed.
+    pub seed: u64,
     /// Chunk size B in bits × 256.
     pub chunk_bits_q8: u16,
     /// Extra candidate bits over a chunk's KL.
     pub margin_bits: u8,
     /// log2 of the fewest candidates per chunk.
     pub min_log2_candidates: u8,
-    /// log2 of the most candidates per chunk (≤ 32).
+    /// log2 of the most candidates per chunk (≤ 19).
     pub max_log2_candidates: u8,
     /// KL threshold (bits × 256) below which a step sends no chunk.
     pub skip_below_q8: u16,
-    /// Shared seed.
-    pub seed: u64,
-    /// Flag bit 0: the lossless final step is present.
+}
+
+impl Default for Params {
+    /// The defaults a header without flags bit 3 means: t_max 1000, batch 64, seed 0 and
+    /// `rcc::RccParams::default()`.
+    fn default() -> Self {
+        let r = crate::rcc::RccParams::default();
+        Params {
+            t_max: 1000,
+            batch_tiles: 64,
+            seed: 0,
+            chunk_bits_q8: (r.chunk_bits * 256.0).round() as u16,
+            margin_bits: r.margin_bits as u8,
+            min_log2_candidates: r.min_log2_candidates as u8,
+            max_log2_candidates: r.max_log2_candidates as u8,
+            skip_below_q8: (r.skip_below_bits * 256.0).round() as u16,
+        }
+    }
+}
+
+/// The header of a version-3 stream (format/SPEC.md § 1). K is `taus.len()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// The first 4 bytes of the SHA-256 of the model file.
+    pub model_id: [u8; MODEL_ID_LEN],
+    /// Image width in pixels (≥ 1).
+    pub width: u32,
+    /// Image height in pixels (≥ 1).
+    pub height: u32,
+    /// Samples per pixel of the decoded image.
+    pub channels: Channels,
+    /// Coded timesteps τ_1 < … < τ_K (τ_1 ≥ 1, τ_K = t_max).
+    pub taus: Vec<u16>,
+    /// Reverse-process variance.
+    pub variance: VarianceCode,
+    /// The parameters group (defaults unless flags bit 3).
+    pub params: Params,
+    /// The lossless final step is present.
     pub lossless: bool,
-    /// Words in the complete body. Set by [`super::write_stream`] for complete streams.
+    /// Words in the complete body.
     pub body_words: u32,
-    /// CRC-32 of the complete body bytes. Set by [`super::write_stream`] for complete streams.
-    pub body_crc32: u32,
-    /// CRC-32 of the decoded image's interleaved 8-bit samples.
-    pub pixel_crc32: u32,
+    /// Pixel CRC-32 (lossless) or body CRC-32 (SPEC § 4).
+    pub check: u32,
+}
+
+fn put_varint(b: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let byte = (v & 0x7F) as u8;
+        v >>= 7;
+        if v == 0 {
+            b.push(byte);
+            return;
+        }
+        b.push(byte | 0x80);
+    }
+}
+
+/// A reader over the header bytes; every read past the end is "truncated header".
+struct Reader<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&[u8]> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.b.len()).ok_or_else(|| {
+            format_err(format!("truncated header (inside {what} at byte {})", self.pos))
+        })?;
+        let s = &self.b[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u8(&mut self, what: &str) -> Result<u8> {
+        Ok(self.take(1, what)?[0])
+    }
+    fn u32(&mut self, what: &str) -> Result<u32> {
+        let s = self.take(4, what)?;
+        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    }
+    /// A minimal LEB128 varint of at most `max_bits` bits.
+    fn varint(&mut self, what: &str, max_bits: u32) -> Result<u64> {
+        let mut v = 0u64;
+        for i in 0..10u32 {
+            let byte = self.u8(what)?;
+            if i == 9 && byte > 1 {
+                return Err(format_err(format!("{what}: varint overflows 64 bits")));
+            }
+            v |= u64::from(byte & 0x7F) << (7 * i);
+            if byte & 0x80 == 0 {
+                if i > 0 && byte == 0 {
+                    return Err(format_err(format!("{what}: non-minimal varint")));
+                }
+                if max_bits < 64 && v >> max_bits != 0 {
+                    return Err(format_err(format!("{what}: value {v} does not fit in {max_bits} bits")));
+                }
+                return Ok(v);
+            }
+        }
+        Err(format_err(format!("{what}: varint longer than 10 bytes")))
+    }
+}
+
+/// Reads and checks `magic` and `version` (SPEC § 7 step 1).
+pub fn read_magic_and_version(bytes: &[u8]) -> Result<()> {
+    let n = bytes.len().min(4);
+    if bytes[..n] != MAGIC[..n] {
+        return Err(format_err("bad magic (not a ddpm-codec stream)"));
+    }
+    match bytes.get(4) {
+        None => Err(format_err("truncated header (inside magic/version)")),
+        Some(&VERSION) => Ok(()),
+        Some(&v @ (1 | 2)) => Err(format_err(format!(
+            "format version {v} is not supported (this build reads version {VERSION}); re-encode the image"
+        ))),
+        Some(&v) => Err(format_err(format!("unknown format version {v} (this build reads version {VERSION})"))),
+    }
 }
 
 impl Header {
@@ -243,30 +339,33 @@ impl Header {
         self.taus.len()
     }
 
-    /// Number of packets: K − 1 coded chain steps (x_{τ_K} = x_T is drawn from the seed and
-    /// the last chain step x_{τ_1} → x_0 is not channel-simulated), plus one for the lossless
-    /// final step that codes x_0's pixels.
+    /// Number of packets: K − 1 coded chain steps, plus one for the lossless final step.
     pub fn num_packets(&self) -> usize {
         self.taus.len().saturating_sub(1) + usize::from(self.lossless)
     }
 
-    /// The `flags` byte.
-    pub fn flags(&self) -> u8 {
-        if self.lossless {
-            FLAG_LOSSLESS
+    /// Colour handling (grey is coded as one plane).
+    pub fn colour_mode(&self) -> ColourMode {
+        if self.channels == Channels::Grey {
+            ColourMode::GreyReplicated
         } else {
-            0
+            ColourMode::Rgb
         }
+    }
+
+    /// T of the model schedule.
+    pub fn t_max(&self) -> u16 {
+        self.params.t_max
     }
 
     /// Chunk size B in bits.
     pub fn chunk_bits(&self) -> f64 {
-        f64::from(self.chunk_bits_q8) / 256.0
+        f64::from(self.params.chunk_bits_q8) / 256.0
     }
 
     /// Skip threshold in bits.
     pub fn skip_below_bits(&self) -> f64 {
-        f64::from(self.skip_below_q8) / 256.0
+        f64::from(self.params.skip_below_q8) / 256.0
     }
 
     /// width × height.
@@ -276,49 +375,46 @@ impl Header {
 
     /// Tiles across and down (edges padded).
     pub fn tile_grid(&self) -> (u32, u32) {
-        let t = u32::from(self.tile_size.max(1));
+        let t = u32::from(TILE_SIZE);
         (self.width.div_ceil(t), self.height.div_ceil(t))
     }
 
-    /// How the writer codes the taus: [`ScheduleKind::Even`] if they equal
-    /// `even_taus(T, K)`, else [`ScheduleKind::Quadratic`] if they equal
-    /// `quadratic_taus(T, K)`, else [`ScheduleKind::Explicit`].
+    /// Network evaluations a full decode costs: tiles × K.
+    pub fn work(&self) -> u64 {
+        let (a, d) = self.tile_grid();
+        u64::from(a) * u64::from(d) * self.taus.len() as u64
+    }
+
+    /// How the writer codes the taus (SPEC § 2, canonical choice).
     pub fn schedule_kind(&self) -> ScheduleKind {
         let k = self.taus.len();
         for kind in [ScheduleKind::Even, ScheduleKind::Quadratic] {
-            if kind.generate(self.t_max, k).as_deref() == Some(&self.taus[..]) {
+            if kind.generate(self.params.t_max, k).as_deref() == Some(&self.taus[..]) {
                 return kind;
             }
         }
         ScheduleKind::Explicit
     }
 
-    /// `header_len` of this header: 80 + S, S = 2K for explicit taus, else 0.
-    pub fn header_len(&self) -> usize {
-        HEADER_FIXED_LEN + self.schedule_kind().taus_len(self.taus.len())
-    }
-
-    /// Errors with [`Error::ModelMismatch`] unless `sha256` is the header's model hash.
+    /// Errors with [`Error::ModelMismatch`] unless `sha256` starts with the header's model id.
     pub fn check_model(&self, sha256: &[u8; 32]) -> Result<()> {
-        if &self.model_sha256 == sha256 {
+        if sha256[..MODEL_ID_LEN] == self.model_id {
             Ok(())
         } else {
             Err(Error::ModelMismatch(format!(
-                "stream was coded with model {}, loaded model is {}",
-                hex(&self.model_sha256),
+                "stream was coded with model {}…, loaded model is {}",
+                hex(&self.model_id),
                 hex(sha256)
             )))
         }
     }
 
-    /// Checks every rule of format/SPEC.md § 2 and § 6 (enum codes are enforced by the types).
-    /// Structural violations are [`Error::Format`], limit violations [`Error::LimitsExceeded`].
+    /// Checks every rule of format/SPEC.md §§ 2, 3 and 6 (the decoder's work limit is the
+    /// decoder's: [`Header::work`]).
     pub fn validate(&self, limits: &Limits) -> Result<()> {
+        let p = &self.params;
         if self.width == 0 || self.height == 0 {
-            return Err(format_err(format!(
-                "image size {}x{} is empty",
-                self.width, self.height
-            )));
+            return Err(format_err(format!("image size {}x{} is empty", self.width, self.height)));
         }
         if self.width > limits.max_width || self.height > limits.max_height {
             return Err(Error::LimitsExceeded(format!(
@@ -333,78 +429,38 @@ impl Header {
                 limits.max_pixels
             )));
         }
-        if self.channels == Channels::Grey && self.colour_mode != ColourMode::GreyReplicated {
-            return Err(format_err("channels = 1 (grey) requires colour_mode = 1"));
+        if p.batch_tiles == 0 || u32::from(p.batch_tiles) > MAX_BATCH_TILES {
+            return Err(format_err(format!("batch_tiles {} not in 1..={MAX_BATCH_TILES}", p.batch_tiles)));
         }
-        if self.tile_size != TILE_SIZE {
-            return Err(format_err(format!(
-                "tile_size {} is not supported by format version {} (must be {TILE_SIZE})",
-                self.tile_size,
-                super::VERSION
-            )));
-        }
-        if self.batch_tiles == 0 {
-            return Err(format_err("batch_tiles is 0"));
-        }
-        if u32::from(self.batch_tiles) > limits.max_batch_tiles {
-            return Err(Error::LimitsExceeded(format!(
-                "batch_tiles {} exceeds the limit {}",
-                self.batch_tiles, limits.max_batch_tiles
-            )));
-        }
-        if self.t_max == 0 {
-            return Err(format_err("t_max is 0"));
-        }
-        if u32::from(self.t_max) > limits.max_t_max {
-            return Err(Error::LimitsExceeded(format!(
-                "t_max {} exceeds the limit {}",
-                self.t_max, limits.max_t_max
-            )));
+        if p.t_max == 0 || u32::from(p.t_max) > MAX_T_MAX {
+            return Err(format_err(format!("t_max {} not in 1..={MAX_T_MAX}", p.t_max)));
         }
         let k = self.taus.len();
-        if k == 0 {
-            return Err(format_err("num_steps is 0"));
-        }
-        if k > usize::from(u16::MAX) {
-            return Err(format_err(format!("num_steps {k} does not fit in a u16")));
-        }
-        if k > limits.max_steps as usize {
-            return Err(Error::LimitsExceeded(format!(
-                "num_steps {k} exceeds the limit {}",
-                limits.max_steps
-            )));
+        if k == 0 || k > usize::from(p.t_max) {
+            return Err(format_err(format!("num_steps {k} not in 1..=t_max ({})", p.t_max)));
         }
         if self.taus[0] < 1 {
             return Err(format_err("taus[0] is 0 (must be >= 1)"));
         }
         if let Some(i) = self.taus.windows(2).position(|w| w[0] >= w[1]) {
-            return Err(format_err(format!(
-                "taus are not strictly increasing: taus[{i}] = {} >= taus[{}] = {}",
-                self.taus[i],
-                i + 1,
-                self.taus[i + 1]
-            )));
+            return Err(format_err(format!("taus are not strictly increasing at index {i}")));
         }
-        if self.taus[k - 1] != self.t_max {
-            return Err(format_err(format!(
-                "last tau {} differs from t_max {}",
-                self.taus[k - 1],
-                self.t_max
-            )));
+        if self.taus[k - 1] != p.t_max {
+            return Err(format_err(format!("last tau {} differs from t_max {}", self.taus[k - 1], p.t_max)));
         }
-        if self.chunk_bits_q8 == 0 {
-            return Err(format_err("chunk_bits_q8 is 0"));
+        if !CHUNK_BITS_Q8_RANGE.contains(&u32::from(p.chunk_bits_q8)) {
+            return Err(format_err(format!("chunk_bits_q8 {} out of range", p.chunk_bits_q8)));
         }
-        if self.max_log2_candidates > MAX_LOG2_CANDIDATES {
-            return Err(format_err(format!(
-                "max_log2_candidates {} exceeds {MAX_LOG2_CANDIDATES}",
-                self.max_log2_candidates
-            )));
+        if p.margin_bits > 32 {
+            return Err(format_err(format!("margin_bits {} > 32", p.margin_bits)));
         }
-        if self.min_log2_candidates > self.max_log2_candidates {
+        if p.min_log2_candidates == 0
+            || p.min_log2_candidates > p.max_log2_candidates
+            || p.max_log2_candidates > MAX_LOG2_CANDIDATES
+        {
             return Err(format_err(format!(
-                "min_log2_candidates {} > max_log2_candidates {}",
-                self.min_log2_candidates, self.max_log2_candidates
+                "log2 candidates {}..={} invalid (1..={MAX_LOG2_CANDIDATES})",
+                p.min_log2_candidates, p.max_log2_candidates
             )));
         }
         if self.body_words > limits.max_body_words {
@@ -416,193 +472,151 @@ impl Header {
         Ok(())
     }
 
-    /// Encodes the header fields (without magic, version, header_len or CRC).
-    /// Does not validate; callers validate first.
-    pub fn encode_fields(&self) -> Vec<u8> {
+    /// The header bytes (magic to header_crc). Validates first ([`Error::Parameter`] if the
+    /// header breaks a rule: a writer bug, not bad input).
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        self.validate(&Limits::default()).map_err(|e| Error::Parameter(format!("invalid header: {e}")))?;
         let kind = self.schedule_kind();
-        let mut b = Vec::with_capacity(HEADER_FIXED_LEN + kind.taus_len(self.taus.len()));
-        b.extend_from_slice(&self.model_sha256);
-        b.extend_from_slice(&self.width.to_le_bytes());
-        b.extend_from_slice(&self.height.to_le_bytes());
-        b.push(self.channels.code());
-        b.push(self.colour_mode.code());
-        b.extend_from_slice(&self.tile_size.to_le_bytes());
-        b.extend_from_slice(&self.batch_tiles.to_le_bytes());
-        b.extend_from_slice(&self.t_max.to_le_bytes());
-        // Callers validate K ≤ u16::MAX before encoding; saturate defensively.
-        let k = u16::try_from(self.taus.len()).unwrap_or(u16::MAX);
-        b.extend_from_slice(&k.to_le_bytes());
-        b.push(kind.code());
+        let custom = self.params != Params::default();
+        let mut b = Vec::with_capacity(32);
+        b.extend_from_slice(&MAGIC);
+        b.push(VERSION);
+        let flags = u8::from(self.lossless)
+            | self.channels.flag_code() << 1
+            | if custom { FLAG_PARAMS } else { 0 }
+            | kind.code() << 4
+            | self.variance.code() << 6;
+        b.push(flags);
+        put_varint(&mut b, u64::from(self.width));
+        put_varint(&mut b, u64::from(self.height));
+        put_varint(&mut b, self.taus.len() as u64);
+        b.extend_from_slice(&self.model_id);
+        if custom {
+            let p = &self.params;
+            put_varint(&mut b, u64::from(p.t_max));
+            put_varint(&mut b, u64::from(p.batch_tiles));
+            put_varint(&mut b, p.seed);
+            put_varint(&mut b, u64::from(p.chunk_bits_q8));
+            b.extend_from_slice(&[p.margin_bits, p.min_log2_candidates, p.max_log2_candidates]);
+            put_varint(&mut b, u64::from(p.skip_below_q8));
+        }
         if kind == ScheduleKind::Explicit {
-            for &t in self.taus.iter().take(usize::from(k)) {
-                b.extend_from_slice(&t.to_le_bytes());
+            let mut prev = 0u16;
+            for &t in &self.taus {
+                put_varint(&mut b, u64::from(t - prev));
+                prev = t;
             }
         }
-        b.push(self.variance.code());
-        b.extend_from_slice(&self.chunk_bits_q8.to_le_bytes());
-        b.push(self.margin_bits);
-        b.push(self.min_log2_candidates);
-        b.push(self.max_log2_candidates);
-        b.extend_from_slice(&self.skip_below_q8.to_le_bytes());
-        b.extend_from_slice(&self.seed.to_le_bytes());
-        b.push(self.flags());
-        b.extend_from_slice(&self.body_words.to_le_bytes());
-        b.extend_from_slice(&self.body_crc32.to_le_bytes());
-        b.extend_from_slice(&self.pixel_crc32.to_le_bytes());
-        b
+        put_varint(&mut b, u64::from(self.body_words));
+        b.extend_from_slice(&self.check.to_le_bytes());
+        let crc = crc32fast::hash(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        Ok(b)
     }
 
-    /// Decodes header fields from exactly `header_len` bytes (CRC already checked) and
-    /// validates them against `limits`.
-    pub fn decode_fields(fields: &[u8], limits: &Limits) -> Result<Header> {
-        if fields.len() < HEADER_FIXED_LEN {
+    /// Reads the header at the start of `bytes` (SPEC § 7); returns it and its byte length.
+    pub fn read(bytes: &[u8], limits: &Limits) -> Result<(Header, usize)> {
+        let (h, kind, crc_end) = Self::read_fields(bytes)?;
+        let crc = Reader { b: bytes, pos: crc_end }.u32("header_crc")?;
+        if crc32fast::hash(&bytes[..crc_end]) != crc {
+            return Err(Error::Checksum("header CRC mismatch".into()));
+        }
+        h.validate(limits)?;
+        if h.schedule_kind() != kind {
             return Err(format_err(format!(
-                "header_len {} is below the minimum {HEADER_FIXED_LEN}",
-                fields.len()
+                "schedule kind {} is not the canonical choice {} for these taus",
+                kind.name(),
+                h.schedule_kind().name()
             )));
         }
-        let k = usize::from(u16::from_le_bytes([
-            fields[NUM_STEPS_OFFSET],
-            fields[NUM_STEPS_OFFSET + 1],
-        ]));
-        let kind = ScheduleKind::try_from(fields[SCHEDULE_KIND_OFFSET])?;
-        let expected_len = HEADER_FIXED_LEN + kind.taus_len(k);
-        if fields.len() != expected_len {
-            return Err(format_err(format!(
-                "header_len {} does not match num_steps {k} with schedule_kind {} \
-                 (expected {expected_len})",
-                fields.len(),
-                kind.code()
-            )));
+        Ok((h, crc_end + 4))
+    }
+
+    /// The byte offset of `header_crc` in `bytes` (the fields parsed, nothing checked but their
+    /// syntax): for tools that reseal mutated streams (fuzzing).
+    pub fn crc_offset(bytes: &[u8]) -> Result<usize> {
+        Ok(Self::read_fields(bytes)?.2)
+    }
+
+    /// Steps 1–2 of SPEC § 7: the fields up to `header_crc`, syntax and structural bounds only.
+    fn read_fields(bytes: &[u8]) -> Result<(Header, ScheduleKind, usize)> {
+        read_magic_and_version(bytes)?;
+        let mut r = Reader { b: bytes, pos: 5 };
+        let flags = r.u8("flags")?;
+        let width = r.varint("width", 32)? as u32;
+        let height = r.varint("height", 32)? as u32;
+        let k = r.varint("num_steps", 32)?;
+        let model_id: [u8; MODEL_ID_LEN] = r.take(MODEL_ID_LEN, "model_id")?.try_into().expect("4 bytes");
+        let channels = Channels::from_flag_code((flags >> 1) & 3)?;
+        let kind = ScheduleKind::try_from((flags >> 4) & 3)?;
+        let variance = VarianceCode::try_from(flags >> 6)?;
+        let custom = flags & FLAG_PARAMS != 0;
+        let params = if custom {
+            let t_max = r.varint("t_max", 16)? as u16;
+            let batch_tiles = r.varint("batch_tiles", 16)? as u16;
+            let seed = r.varint("seed", 64)?;
+            let chunk_bits_q8 = r.varint("chunk_bits_q8", 16)? as u16;
+            let margin_bits = r.u8("margin_bits")?;
+            let min_log2_candidates = r.u8("min_log2_candidates")?;
+            let max_log2_candidates = r.u8("max_log2_candidates")?;
+            let skip_below_q8 = r.varint("skip_below_q8", 16)? as u16;
+            let p = Params { t_max, batch_tiles, seed, chunk_bits_q8, margin_bits, min_log2_candidates, max_log2_candidates, skip_below_q8 };
+            if p == Params::default() {
+                return Err(format_err("flags bit 3 set but every parameter has its default (not canonical)"));
+            }
+            p
+        } else {
+            Params::default()
+        };
+        if params.t_max == 0 || u32::from(params.t_max) > MAX_T_MAX {
+            return Err(format_err(format!("t_max {} not in 1..={MAX_T_MAX}", params.t_max)));
         }
-        let mut c = Cursor { b: fields, pos: 0 };
-        let model_sha256: [u8; 32] = c.array()?;
-        let width = c.u32()?;
-        let height = c.u32()?;
-        let channels = Channels::try_from(c.u8()?)?;
-        let colour_mode = ColourMode::try_from(c.u8()?)?;
-        let tile_size = c.u16()?;
-        let batch_tiles = c.u16()?;
-        let t_max = c.u16()?;
-        let _num_steps = c.u16()?;
-        let _schedule_kind = c.u8()?;
+        if k == 0 || k > u64::from(params.t_max) {
+            return Err(format_err(format!("num_steps {k} not in 1..=t_max ({})", params.t_max)));
+        }
+        let k = k as usize;
         let taus = match kind {
             ScheduleKind::Explicit => {
-                let mut taus = Vec::with_capacity(k); // k ≤ 65535, and the bytes are present
-                for _ in 0..k {
-                    taus.push(c.u16()?);
+                // K ≤ t_max ≤ 10000: bounded before the allocation
+                let mut taus = Vec::with_capacity(k);
+                let mut t = 0u64;
+                for i in 0..k {
+                    let d = r.varint("taus", 16)?;
+                    if d == 0 {
+                        return Err(format_err(format!("taus delta {i} is 0 (taus must increase)")));
+                    }
+                    t += d;
+                    if t > u64::from(params.t_max) {
+                        return Err(format_err(format!("taus[{i}] = {t} exceeds t_max {}", params.t_max)));
+                    }
+                    taus.push(t as u16);
                 }
                 taus
             }
-            ScheduleKind::Even | ScheduleKind::Quadratic => {
-                // K is bounded by the limit before anything of size K is generated.
-                if k > limits.max_steps as usize {
-                    return Err(Error::LimitsExceeded(format!(
-                        "num_steps {k} exceeds the limit {}",
-                        limits.max_steps
-                    )));
-                }
-                if k == 0 || k > usize::from(t_max) {
-                    return Err(format_err(format!(
-                        "schedule_kind {} requires 1 <= num_steps <= t_max, got num_steps {k}, \
-                         t_max {t_max}",
-                        kind.code()
-                    )));
-                }
-                kind.generate(t_max, k)
-                    .ok_or_else(|| format_err("schedule generation failed"))?
-            }
+            _ => kind.generate(params.t_max, k).ok_or_else(|| format_err("schedule generation failed"))?,
         };
-        let variance = VarianceCode::try_from(c.u8()?)?;
-        let chunk_bits_q8 = c.u16()?;
-        let margin_bits = c.u8()?;
-        let min_log2_candidates = c.u8()?;
-        let max_log2_candidates = c.u8()?;
-        let skip_below_q8 = c.u16()?;
-        let seed = c.u64()?;
-        let flags = c.u8()?;
-        if flags & !FLAG_LOSSLESS != 0 {
-            return Err(format_err(format!("unknown flag bits set: 0x{flags:02x}")));
-        }
-        let body_words = c.u32()?;
-        let body_crc32 = c.u32()?;
-        let pixel_crc32 = c.u32()?;
-        debug_assert_eq!(c.pos, fields.len());
-        let h = Header {
-            model_sha256,
-            width,
-            height,
-            channels,
-            colour_mode,
-            tile_size,
-            batch_tiles,
-            t_max,
-            taus,
-            variance,
-            chunk_bits_q8,
-            margin_bits,
-            min_log2_candidates,
-            max_log2_candidates,
-            skip_below_q8,
-            seed,
-            lossless: flags & FLAG_LOSSLESS != 0,
-            body_words,
-            body_crc32,
-            pixel_crc32,
-        };
-        h.validate(limits)?;
-        // Canonical encoding: the writer's choice of schedule_kind is the only legal one.
-        let canonical = h.schedule_kind();
-        if canonical != kind {
-            return Err(format_err(format!(
-                "non-canonical schedule_kind {}: these taus must be coded as schedule_kind {} ({})",
-                kind.code(),
-                canonical.code(),
-                canonical.name()
-            )));
-        }
-        Ok(h)
+        let body_words = r.varint("body_words", 32)? as u32;
+        let check = r.u32("check")?;
+        let h = Header { model_id, width, height, channels, taus, variance, params, lossless: flags & FLAG_LOSSLESS != 0, body_words, check };
+        Ok((h, kind, r.pos))
     }
 
-    /// Multi-line, human-readable description (for the `info` command).
+    /// A multi-line human-readable summary.
     pub fn summary(&self) -> String {
         let mut s = String::new();
-        let ch = match self.channels {
-            Channels::Grey => "grey",
-            Channels::Rgb => "RGB",
-            Channels::Rgba => "RGBA (opaque alpha)",
-        };
-        let cm = match self.colour_mode {
-            ColourMode::Rgb => "RGB planes",
-            ColourMode::GreyReplicated => "grey replicated as RGB",
-        };
-        let (tx, ty) = self.tile_grid();
-        let kind = self.schedule_kind();
-        let _ = writeln!(s, "ddpm-codec stream, format version {}", super::VERSION);
-        let _ = writeln!(s, "  model sha256   : {}", hex(&self.model_sha256));
+        let p = &self.params;
+        let _ = writeln!(s, "ddpm-codec stream, format version {VERSION}");
+        let _ = writeln!(s, "  model id       : {}… (first 4 bytes of the model file's SHA-256)", hex(&self.model_id));
         let _ = writeln!(
             s,
-            "  image          : {} x {}, {} channel(s) {ch}, coded as {cm}",
+            "  image          : {}x{}, {} channel(s){}, {} tiles of {TILE_SIZE}x{TILE_SIZE}",
             self.width,
             self.height,
-            self.channels.count()
+            self.channels.count(),
+            if self.channels == Channels::Grey { " (grey: one plane coded)" } else { "" },
+            { let (a, d) = self.tile_grid(); a * d }
         );
-        let _ = writeln!(
-            s,
-            "  tiles          : {ts} x {ts} px, {tx} x {ty} = {} tile(s), batch {}",
-            u64::from(tx) * u64::from(ty),
-            self.batch_tiles,
-            ts = self.tile_size
-        );
-        let _ = writeln!(
-            s,
-            "  schedule       : t_max {}, K = {} coded step(s), {} (schedule_kind {}), taus {}",
-            self.t_max,
-            self.taus.len(),
-            kind.name(),
-            kind.code(),
-            abbreviate(&self.taus)
-        );
+        let _ = writeln!(s, "  chain          : K = {} of T = {} ({}): {}", self.taus.len(), p.t_max, self.schedule_kind().name(), abbreviate(&self.taus));
         let _ = writeln!(
             s,
             "  variance       : {}",
@@ -615,27 +629,17 @@ impl Header {
         );
         let _ = writeln!(
             s,
-            "  chunking       : B = {:.3} bits, margin {} bits, candidates 2^{}..2^{}, skip below {:.3} bits",
+            "  chunking       : B = {:.3} bits, margin {} bits, candidates 2^{}..2^{}, skip below {:.3} bits{}",
             self.chunk_bits(),
-            self.margin_bits,
-            self.min_log2_candidates,
-            self.max_log2_candidates,
-            self.skip_below_bits()
+            p.margin_bits,
+            p.min_log2_candidates,
+            p.max_log2_candidates,
+            self.skip_below_bits(),
+            if *p == Params::default() { " (defaults)" } else { "" }
         );
-        let _ = writeln!(s, "  seed           : 0x{:016x}", self.seed);
-        let _ = writeln!(
-            s,
-            "  lossless final : {}",
-            if self.lossless { "yes" } else { "no" }
-        );
-        let _ = writeln!(
-            s,
-            "  body           : {} words ({} bytes), crc32 0x{:08x}",
-            self.body_words,
-            u64::from(self.body_words) * 4,
-            self.body_crc32
-        );
-        let _ = writeln!(s, "  pixel crc32    : 0x{:08x}", self.pixel_crc32);
+        let _ = writeln!(s, "  seed, batch    : {}, {} tiles per network call", p.seed, p.batch_tiles);
+        let _ = writeln!(s, "  lossless       : {}", if self.lossless { "yes (pixel CRC-32 checked)" } else { "no" });
+        let _ = writeln!(s, "  body           : {} words; check {:08x}", self.body_words, self.check);
         s
     }
 }
@@ -644,44 +648,11 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn abbreviate(taus: &[u16]) -> String {
-    let j = |v: &[u16]| v.iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
-    if taus.len() <= 12 {
-        j(taus)
+fn abbreviate(t: &[u16]) -> String {
+    if t.len() <= 8 {
+        format!("{t:?}")
     } else {
-        format!("{}, ..., {}", j(&taus[..5]), j(&taus[taus.len() - 5..]))
-    }
-}
-
-/// Bounds-checked little-endian field reader.
-struct Cursor<'a> {
-    b: &'a [u8],
-    pos: usize,
-}
-
-impl Cursor<'_> {
-    fn take<const N: usize>(&mut self) -> Result<[u8; N]> {
-        let end = self.pos.checked_add(N).filter(|&e| e <= self.b.len());
-        let end = end.ok_or_else(|| format_err("truncated header fields"))?;
-        let mut a = [0u8; N];
-        a.copy_from_slice(&self.b[self.pos..end]);
-        self.pos = end;
-        Ok(a)
-    }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
-        self.take::<N>()
-    }
-    fn u8(&mut self) -> Result<u8> {
-        Ok(self.take::<1>()?[0])
-    }
-    fn u16(&mut self) -> Result<u16> {
-        Ok(u16::from_le_bytes(self.take()?))
-    }
-    fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.take()?))
-    }
-    fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.take()?))
+        format!("[{}, {}, {}, …, {}, {}]", t[0], t[1], t[2], t[t.len() - 2], t[t.len() - 1])
     }
 }
 
@@ -689,250 +660,93 @@ impl Cursor<'_> {
 mod tests {
     use super::*;
 
-    pub(crate) fn sample() -> Header {
+    fn sample() -> Header {
         Header {
-            model_sha256: [7; 32],
-            width: 40,
-            height: 33,
+            model_id: [1, 2, 3, 4],
+            width: 32,
+            height: 32,
             channels: Channels::Rgb,
-            colour_mode: ColourMode::Rgb,
-            tile_size: 32,
-            batch_tiles: 16,
-            t_max: 1000,
-            taus: vec![1, 10, 100, 1000],
-            variance: VarianceCode::Small,
-            chunk_bits_q8: 8 * 256,
-            margin_bits: 6,
-            min_log2_candidates: 8,
-            max_log2_candidates: 16,
-            skip_below_q8: 64,
-            seed: 42,
+            taus: ScheduleKind::Quadratic.generate(1000, 50).unwrap(),
+            variance: VarianceCode::Optimal,
+            params: Params::default(),
             lossless: true,
-            body_words: 9,
-            body_crc32: 0x1234_5678,
-            pixel_crc32: 0x9abc_def0,
+            body_words: 500,
+            check: 0xDEAD_BEEF,
         }
     }
 
     #[test]
-    fn encode_decode_round_trip() {
+    fn default_header_is_small_and_round_trips() {
         let h = sample();
-        let b = h.encode_fields();
-        assert_eq!(b.len(), h.header_len());
-        assert_eq!(Header::decode_fields(&b, &Limits::default()).unwrap(), h);
+        let b = h.encode().unwrap();
+        assert_eq!(b.len(), 23, "{b:?}");
+        let (g, n) = Header::read(&b, &Limits::default()).unwrap();
+        assert_eq!((g, n), (h.clone(), b.len()));
+        let h1000 = Header { taus: (1..=1000).collect(), ..h };
+        assert_eq!(h1000.encode().unwrap().len(), 24);
     }
 
     #[test]
-    fn enum_codes() {
-        for v in 0..=255u8 {
-            assert_eq!(Channels::try_from(v).is_ok(), matches!(v, 1 | 3 | 4));
-            assert_eq!(ColourMode::try_from(v).is_ok(), v <= 1);
-            assert_eq!(VarianceCode::try_from(v).is_ok(), v <= 3);
-            assert_eq!(ScheduleKind::try_from(v).is_ok(), v <= 2);
-        }
-        for k in [
-            ScheduleKind::Explicit,
-            ScheduleKind::Even,
-            ScheduleKind::Quadratic,
-        ] {
-            assert_eq!(ScheduleKind::try_from(k.code()).unwrap(), k);
-        }
-        assert_eq!(ScheduleKind::Even.code(), 1);
-        assert_eq!(ScheduleKind::Quadratic.code(), 2);
-        assert_eq!(Channels::try_from(4).unwrap().count(), 4);
-    }
-
-    #[test]
-    fn validation_rules() {
-        let l = Limits::default();
-        let bad = |f: &dyn Fn(&mut Header)| {
-            let mut h = sample();
-            f(&mut h);
-            h.validate(&l).unwrap_err()
+    fn custom_params_and_explicit_taus_round_trip() {
+        let h = Header {
+            taus: vec![3, 17, 400, 1000],
+            params: Params { seed: u64::MAX, batch_tiles: 7, ..Params::default() },
+            channels: Channels::Grey,
+            variance: VarianceCode::Small,
+            lossless: false,
+            width: 70_000 - 4465,
+            ..sample()
         };
-        assert!(matches!(bad(&|h| h.width = 0), Error::Format(_)));
-        assert!(matches!(
-            bad(&|h| h.width = 65536),
-            Error::LimitsExceeded(_)
-        ));
-        assert!(matches!(
-            bad(&|h| {
-                h.width = 65535;
-                h.height = 65535
-            }),
-            Error::LimitsExceeded(_)
-        ));
-        assert!(matches!(
-            bad(&|h| h.channels = Channels::Grey),
-            Error::Format(_)
-        ));
-        assert!(
-            matches!(bad(&|h| h.tile_size = 64), Error::Format(m) if m.contains("tile_size 64"))
-        );
-        assert!(matches!(bad(&|h| h.batch_tiles = 0), Error::Format(_)));
-        assert!(matches!(
-            bad(&|h| h.batch_tiles = 4097),
-            Error::LimitsExceeded(_)
-        ));
-        assert!(matches!(bad(&|h| h.taus = vec![]), Error::Format(_)));
-        assert!(matches!(bad(&|h| h.taus = vec![0, 1000]), Error::Format(_)));
-        assert!(matches!(
-            bad(&|h| h.taus = vec![5, 5, 1000]),
-            Error::Format(_)
-        ));
-        assert!(matches!(bad(&|h| h.taus = vec![5, 999]), Error::Format(_)));
-        assert!(matches!(
-            bad(&|h| {
-                h.t_max = 10001;
-                h.taus = vec![10001]
-            }),
-            Error::LimitsExceeded(_)
-        ));
-        assert!(matches!(bad(&|h| h.chunk_bits_q8 = 0), Error::Format(_)));
-        assert!(matches!(
-            bad(&|h| h.max_log2_candidates = 33),
-            Error::Format(_)
-        ));
-        assert!(matches!(
-            bad(&|h| h.min_log2_candidates = 17),
-            Error::Format(_)
-        ));
-        assert!(matches!(
-            bad(&|h| h.body_words = u32::MAX),
-            Error::LimitsExceeded(_)
-        ));
-        let mut g = sample();
-        g.channels = Channels::Grey;
-        g.colour_mode = ColourMode::GreyReplicated;
-        g.validate(&l).unwrap();
+        let b = h.encode().unwrap();
+        assert_eq!(Header::read(&b, &Limits::default()).unwrap().0, h);
     }
 
     #[test]
-    fn schedule_kinds_and_lengths() {
-        let l = Limits::default();
-        let mut h = sample();
-        assert_eq!(h.schedule_kind(), ScheduleKind::Explicit);
-        assert_eq!(h.header_len(), 80 + 2 * 4);
-        for (taus, kind) in [
-            (vec![250, 500, 750, 1000], ScheduleKind::Even),
-            (vec![62, 250, 562, 1000], ScheduleKind::Quadratic),
-            (vec![1000], ScheduleKind::Even), // K = 1: even and quadratic agree; even wins
-            (vec![63, 250, 562, 1000], ScheduleKind::Explicit),
-        ] {
-            h.taus = taus;
-            assert_eq!(h.schedule_kind(), kind, "{:?}", h.taus);
-            let b = h.encode_fields();
-            assert_eq!(b.len(), h.header_len());
-            assert_eq!(b.len(), 80 + kind.taus_len(h.taus.len()));
-            assert_eq!(b[SCHEDULE_KIND_OFFSET], kind.code());
-            assert_eq!(Header::decode_fields(&b, &l).unwrap(), h);
+    fn every_truncation_and_bit_flip_is_an_error() {
+        let b = sample().encode().unwrap();
+        for n in 0..b.len() {
+            assert!(Header::read(&b[..n], &Limits::default()).is_err(), "prefix {n}");
         }
-        // The full chain is even (with K = T the quadratic list is the full chain too).
-        h.taus = (1..=1000).collect();
-        assert_eq!(h.schedule_kind(), ScheduleKind::Even);
-        assert_eq!(
-            ScheduleKind::Quadratic.generate(1000, 1000).unwrap(),
-            h.taus
-        );
-        assert_eq!(h.header_len(), 80);
-        h.taus = ScheduleKind::Quadratic.generate(1000, 500).unwrap();
-        assert_eq!(h.schedule_kind(), ScheduleKind::Quadratic);
-        assert_eq!(h.header_len(), 80);
-    }
-
-    #[test]
-    fn schedule_kind_decoding_errors() {
-        let l = Limits::default();
-        let mut h = sample();
-        h.taus = vec![250, 500, 750, 1000];
-        let even = h.encode_fields();
-        assert_eq!(even[SCHEDULE_KIND_OFFSET], 1);
-        let err = |b: &[u8], l: &Limits| Header::decode_fields(b, l).unwrap_err();
-        // Unknown code.
-        let mut b = even.clone();
-        b[SCHEDULE_KIND_OFFSET] = 3;
-        assert!(
-            matches!(err(&b, &l), Error::Format(m) if m.contains("unknown schedule_kind code 3"))
-        );
-        // Kind 2 with the same K is simply the quadratic schedule.
-        b[SCHEDULE_KIND_OFFSET] = 2;
-        let q = Header::decode_fields(&b, &l).unwrap();
-        assert_eq!(q.taus, vec![62, 250, 562, 1000]);
-        assert_eq!(q.schedule_kind(), ScheduleKind::Quadratic);
-        // Non-canonical: kind 2 where the even list is the same (K = 1), and kind 0 with
-        // explicit even taus.
-        let mut one = h.clone();
-        one.taus = vec![1000];
-        let mut b = one.encode_fields();
-        assert_eq!(b[SCHEDULE_KIND_OFFSET], 1);
-        b[SCHEDULE_KIND_OFFSET] = 2;
-        assert!(
-            matches!(err(&b, &l), Error::Format(m) if m.contains("non-canonical schedule_kind 2"))
-        );
-        let mut explicit = even[..TAUS_OFFSET].to_vec();
-        explicit[SCHEDULE_KIND_OFFSET] = 0;
-        for t in &h.taus {
-            explicit.extend_from_slice(&t.to_le_bytes());
+        for i in 0..b.len() * 8 {
+            let mut c = b.clone();
+            c[i / 8] ^= 1 << (i % 8);
+            assert!(Header::read(&c, &Limits::default()).is_err(), "bit {i}");
         }
-        explicit.extend_from_slice(&even[TAUS_OFFSET..]);
-        assert!(
-            matches!(err(&explicit, &l), Error::Format(m) if m.contains("non-canonical schedule_kind 0"))
-        );
-        // Kind 0 length with a generated kind, and vice versa.
-        let mut b = explicit.clone();
-        b[SCHEDULE_KIND_OFFSET] = 1;
-        assert!(matches!(err(&b, &l), Error::Format(m) if m.contains("does not match num_steps")));
-        let mut b = even.clone();
-        b[SCHEDULE_KIND_OFFSET] = 0;
-        assert!(matches!(err(&b, &l), Error::Format(m) if m.contains("does not match num_steps")));
-        // Generated kinds need 1 <= K <= T, and K within the limit before generating.
-        let set_k = |k: u16| {
-            let mut b = even.clone();
-            b[NUM_STEPS_OFFSET..NUM_STEPS_OFFSET + 2].copy_from_slice(&k.to_le_bytes());
-            b
-        };
-        assert!(
-            matches!(err(&set_k(0), &l), Error::Format(m) if m.contains("requires 1 <= num_steps <= t_max"))
-        );
-        assert!(
-            matches!(err(&set_k(1001), &l), Error::Format(m) if m.contains("requires 1 <= num_steps <= t_max"))
-        );
-        assert!(matches!(
-            err(&set_k(u16::MAX), &l),
-            Error::LimitsExceeded(_)
-        ));
-        let tight = Limits {
-            max_steps: 3,
-            ..Limits::default()
-        };
-        assert!(matches!(err(&even, &tight), Error::LimitsExceeded(_)));
-        // Another K regenerates another (valid, canonical) even schedule.
-        let h5 = Header::decode_fields(&set_k(5), &l).unwrap();
-        assert_eq!(h5.taus, vec![200, 400, 600, 800, 1000]);
-        // Too short for the fixed fields.
-        assert!(
-            matches!(err(&even[..79], &l), Error::Format(m) if m.contains("below the minimum 80"))
-        );
     }
 
     #[test]
-    fn summary_mentions_key_fields() {
-        let s = sample().summary();
-        assert!(s.contains("40 x 33"));
-        assert!(s.contains("K = 4"));
-        assert!(s.contains("explicit (schedule_kind 0)"));
-        assert!(s.contains("format version 2"));
-        assert!(s.contains("lossless final : yes"));
-        assert!(s.lines().count() >= 8);
+    fn old_versions_are_named() {
+        let mut b = sample().encode().unwrap();
+        b[4] = 2;
+        let e = Header::read(&b, &Limits::default()).unwrap_err().to_string();
+        assert!(e.contains("version 2"), "{e}");
     }
 
     #[test]
-    fn model_check() {
+    fn non_canonical_encodings_are_rejected() {
+        // explicit taus equal to the quadratic list
         let h = sample();
-        h.check_model(&[7; 32]).unwrap();
-        assert!(matches!(
-            h.check_model(&[8; 32]),
-            Err(Error::ModelMismatch(_))
-        ));
+        let mut b = h.encode().unwrap();
+        // rebuild by hand: flags with kind 0 and the taus as deltas
+        let mut e = b[..5].to_vec();
+        e.push((b[5] & !0x30) | 0);
+        e.extend_from_slice(&b[6..13]);
+        let mut prev = 0;
+        for &t in &h.taus {
+            put_varint(&mut e, u64::from(t - prev));
+            prev = t;
+        }
+        e.extend_from_slice(&b[13..b.len() - 4]);
+        let crc = crc32fast::hash(&e);
+        e.extend_from_slice(&crc.to_le_bytes());
+        assert!(Header::read(&e, &Limits::default()).unwrap_err().to_string().contains("canonical"));
+        // a non-minimal varint (width 32 as [0xA0, 0x00])
+        let mut f = b[..6].to_vec();
+        f.extend_from_slice(&[0xA0, 0x00]);
+        f.extend_from_slice(&b[7..b.len() - 4]);
+        let crc = crc32fast::hash(&f);
+        f.extend_from_slice(&crc.to_le_bytes());
+        assert!(Header::read(&f, &Limits::default()).unwrap_err().to_string().contains("minimal"));
+        b.truncate(0);
     }
 }

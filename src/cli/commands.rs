@@ -96,13 +96,14 @@ pub fn run_command(cli: Cli) -> Result<()> {
                 write_json(r, &rep)?;
             }
         }
-        Command::Decode { input, output, max_steps, max_bytes, recon } => {
+        Command::Decode { input, output, max_steps, max_bytes, recon, max_work } => {
             let model = load_model(&cli)?;
             let bytes = std::fs::read(input)?;
             let opts = DecodeOptions {
                 max_packets: *max_steps,
                 max_bytes: *max_bytes,
                 recon: recon.parse::<Recon>()?,
+                max_work: *max_work,
                 ..DecodeOptions::default()
             };
             let pb = bar(quiet, "decode");

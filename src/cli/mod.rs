@@ -94,7 +94,13 @@ pub struct RdArgs {
     /// Also run the classical codecs (cjpeg, cwebp, cjxl on PATH; absent ones are skipped).
     #[arg(long)]
     pub classical: bool,
-    /// Write the RD table as CSV.
+    /// Write the RD table as plain CSV (header row first). Columns: name, recon, param, step,
+    /// t, ideal_bpd, ideal_bpp, actual_bpd, actual_bpp, mse, rmse, psnr, mean_psnr, images: one
+    /// row per curve point averaged over `images` images; rates are whole-file (header
+    /// included) bits/dim (dims = pixels × channels) and bits/pixel; ideal_* is the model's
+    /// ideal code length (ours only); step = packets decoded (ours) or setting index
+    /// (classical); t = model time of the reconstruction's state; rmse/psnr of the mean MSE
+    /// (0–255 scale), mean_psnr the mean of per-image PSNRs; inf = lossless.
     #[arg(long)]
     pub csv: Option<PathBuf>,
     /// Write the curves as JSON (CompressAI's layout; other curves under "others").
@@ -142,8 +148,12 @@ pub enum Command {
         /// Reconstruction after a prefix: "onestep" (the paper's x̂_0) or "ddim".
         #[arg(long, default_value = "onestep")]
         recon: String,
+        /// Refuse streams that need more than this many network evaluations (tiles × steps)
+        /// before decoding anything (format/SPEC.md § 6).
+        #[arg(long, default_value_t = ddpm_codec::codec::DEFAULT_MAX_WORK)]
+        max_work: u64,
     },
-    /// Print a stream's header, per-packet sizes and cumulative bits/dim.
+    /// Print a stream's header and size (per-packet sizes: `encode --report`).
     Info { input: PathBuf },
     /// Bits/dim of a data set under the model (the paper's variational bound).
     Nll {

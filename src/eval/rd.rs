@@ -520,12 +520,18 @@ pub const CSV_COLUMNS: [&str; 14] = [
     "mean_psnr", "images",
 ];
 
-/// The rows of all curves as CSV, after three `#` comment lines that define the columns.
+/// What the CSV columns mean (written into the JSON's `"columns"`, and in `rd --help`).
+pub const CSV_COLUMN_DOCS: &str = "one row per curve point, averaged over `images` images; rates are means of per-image \
+whole-file rates (header included) in bits/dim (dims = pixels x colour channels) and bits/pixel; ideal_*: the model's ideal \
+code length (sum of KL bits of the packets decoded, + L_0 at the lossless end), ours only; step = packets decoded (ours) or \
+setting index (classical); t = model time of the reconstruction's state; rmse, psnr: of the MSE averaged over the images \
+(0-255 scale); mean_psnr: mean of the per-image PSNRs; inf = exact (lossless)";
+
+/// The rows of all curves as plain CSV: the header row ([`CSV_COLUMNS`]) first, no comments.
 pub fn to_csv(curves: &[Curve]) -> String {
+    // Plain CSV: the header row first, no comment lines (csv.DictReader, pandas). The columns
+    // are explained in CSV_COLUMN_DOCS (`rd --help` and the JSON's "columns").
     let mut s = String::new();
-    s.push_str("# ddpm-codec rd: one row per curve point, averaged over `images` images; rates are means of per-image whole-file rates (header included) in bits/dim (dims = pixels x colour channels) and bits/pixel\n");
-    s.push_str("# ideal_*: the model's ideal code length (sum of KL bits of the packets decoded, + L_0 at the lossless end), ours only; step = packets decoded (ours) or setting index (classical); t = model time of the reconstruction's state\n");
-    s.push_str("# rmse, psnr: of the MSE averaged over the images (0-255 scale); mean_psnr: mean of the per-image PSNRs; inf = exact (lossless)\n");
     s.push_str(&CSV_COLUMNS.join(","));
     s.push('\n');
     let opt = |v: Option<f64>| v.map(|x| csv_f64(x, 6)).unwrap_or_default();
@@ -592,6 +598,7 @@ pub fn to_json(curves: &[Curve], meta: Value) -> Value {
         top["description"].as_str().unwrap_or("")
     ));
     top["others"] = Value::Array(curves.iter().skip(1).map(curve_json).collect());
+    top["columns"] = json!({"csv": CSV_COLUMNS, "meaning": CSV_COLUMN_DOCS});
     top["meta"] = meta;
     top
 }

@@ -15,13 +15,14 @@
 //!    `T_j`, and codes `j*` with a truncated Zipf model ([`crate::entropy::IndexModelKey`]).
 
 pub mod pfr;
+pub mod pool;
 
 use serde::{Deserialize, Serialize};
 
 use crate::entropy::{kl_hat_bits, IndexModelKey, MAX_LOG2_CANDIDATES};
 use crate::error::{Error, Result};
 
-pub use pfr::{decode_step, encode_step};
+pub use pfr::{decode_step, encode_step, place_step, read_step, StepSymbols};
 
 /// Parameters of the chunked PFR coder (must be identical on both sides).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -58,12 +59,13 @@ impl RccParams {
         if !(self.chunk_bits.is_finite() && self.chunk_bits >= 0.25 && self.chunk_bits <= 64.0) {
             return bad(format!("chunk_bits {} not in [0.25, 64]", self.chunk_bits));
         }
+        let max_l = MAX_LOG2_CANDIDATES.min(pool::LOG2_POOL_ROWS);
         if self.min_log2_candidates == 0
             || self.min_log2_candidates > self.max_log2_candidates
-            || self.max_log2_candidates > MAX_LOG2_CANDIDATES
+            || self.max_log2_candidates > max_l
         {
             return bad(format!(
-                "log2 candidates range {}..={} invalid (1..={MAX_LOG2_CANDIDATES})",
+                "log2 candidates range {}..={} invalid (1..={max_l})",
                 self.min_log2_candidates, self.max_log2_candidates
             ));
         }
@@ -138,13 +140,34 @@ pub fn plan_chunks(q: u32, params: &RccParams, dims: usize) -> Result<ChunkPlan>
             index_key: None,
         });
     }
-    let n = (kl_hat / params.chunk_bits).ceil().max(1.0);
-    let n = if n >= dims as f64 { dims } else { n as usize };
+    let n0 = (kl_hat / params.chunk_bits).ceil().max(1.0);
+    let n0 = if n0 >= dims as f64 { dims } else { n0 as usize };
+    let log2_cands = |n: usize| {
+        let kl_chunk = kl_hat / n as f64;
+        (kl_chunk.ceil() as u64 + params.margin_bits as u64)
+            .clamp(params.min_log2_candidates as u64, params.max_log2_candidates as u64) as u32
+    };
+    // The pool constraint (pool.rs): a chunk's blocks must fit the windows of its candidate
+    // count. Monotone in n (fewer dims and candidates per chunk as n grows), so the smallest
+    // n ≥ n0 that satisfies it is found by bisection; n = dims always does (one block, and
+    // L ≤ log2 of the pool's rows).
+    let fits = |n: usize| pool::blocks(dims.div_ceil(n)) <= pool::windows(log2_cands(n));
+    let n = if fits(n0) {
+        n0
+    } else {
+        let (mut lo, mut hi) = (n0, dims);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if fits(mid) {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        hi
+    };
     let kl_chunk = kl_hat / n as f64;
-    let l = (kl_chunk.ceil() as u64 + params.margin_bits as u64).clamp(
-        params.min_log2_candidates as u64,
-        params.max_log2_candidates as u64,
-    ) as u32;
+    let l = log2_cands(n);
     let key = IndexModelKey::new(l, kl_chunk.min(4096.0))?;
     Ok(ChunkPlan {
         chunks: n,

@@ -2,51 +2,38 @@
 //!
 //! # Candidates
 //!
-//! Candidate `j` of chunk `c` of step `(seed, step)` is the normal stream
-//! `(hash4(seed, step, c, TAG_CANDIDATES), j)` of [`crate::rng`]: its element `k` (the k-th
-//! dimension of the chunk, in permutation order) is `rng::normal_at(ck, j, k)`. The decoder
-//! regenerates only candidate `j*` with `rng::fill_normals`; the encoder's scoring kernel
-//! generates the same values (same integer hashing, same f32 operations, no FMA) and a test
-//! checks that they agree bit for bit.
+//! Candidate `j` of chunk `c` of step `(seed, step)` is a signed window row of the shared pool
+//! ([`super::pool`], format/SPEC.md § 8); the decoder regenerates only candidate `j*`
+//! ([`pool::candidate`]).
 //!
 //! # Scoring
 //!
 //! With x = μ_p + σ_p z and d = μ_q − μ_p, per dimension
-//! ln q(x) − ln p(x) = a z² + b_k z + const, with a = ½ − ½ (σ_p/σ_q)² and
-//! b_k = σ_p d_k / σ_q². The encoder maximises `Σ_k (a z_k + b_k) z_k − ln T_j` over the
-//! candidates (constants do not change the argmax). The kernel runs 16 candidates side by side
-//! (one SIMD lane each) and sums each candidate's terms sequentially in f32, so the chosen
-//! index depends neither on the SIMD width nor on the thread count; the arrival times come
-//! from a private key the decoder never needs.
+//! ln q(x) − ln p(x) = a z² + b_k z + const, with a = ½ − ½ (σ_p/σ_q)² (the same for every
+//! dimension of a step) and b_k = σ_p d_k / σ_q². The encoder maximises
+//! `a ‖z_j‖² + b·z_j − ln T_j` over the candidates (constants do not change the argmax): for each
+//! block of pool columns, one GEMM of the window's rows against the signed coefficients of a
+//! group of chunks ([`crate::kernels::gemm`], deterministic whatever the thread count), plus
+//! `a` times the rows' squared norms; the arrival times T_j come from a private key the decoder
+//! never needs. Only the decoder's reconstruction must be bit-exact; the encoder's scores are
+//! deterministic anyway, so a stream's bytes do not depend on the machine's thread count.
 
 use rayon::prelude::*;
 
-use super::{dim_kl_nats, plan_chunks, step_kl_bits, ChunkPlan, RccParams, StepKey, StepStats};
+use super::{dim_kl_nats, plan_chunks, pool, step_kl_bits, ChunkPlan, RccParams, StepKey, StepStats};
 use crate::entropy::{quantize_kl, SymbolReader, SymbolWriter};
 use crate::error::{Error, Result};
-use crate::rng::{
-    bits_at, fill_normals, hash4, ln_f32, mix64, normal_pair_from_bits, permutation, stream_key,
-    GAMMA,
-};
+use crate::kernels::{gemm, Backend, Init, Rows};
+use crate::rng::{bits_at, fill_normals, hash4, ln_f32, permutation, stream_key};
 
 /// Generator tags (part of the format).
-const TAG_CANDIDATES: u64 = 0x43414E44; // "CAND"
 const TAG_SKIP: u64 = 0x534B4950; // "SKIP"
 const TAG_PERMUTATION: u64 = 0x5045524D; // "PERM"
 const TAG_ARRIVALS: u64 = 0x41525256; // "ARRV" (private to the encoder)
 /// XORed into the seed for the encoder's private arrival times.
 const PRIVATE_SEED_XOR: u64 = 0x7F4A_7C15_9E37_79B9;
-
-const LANES: usize = 16;
-/// Candidates per parallel task.
-const BLOCK: u32 = 1024;
-/// Chunks set up at a time (bounds the memory for arrival times to 16 · 2^L · 8 bytes).
-const CHUNK_GROUP: usize = 16;
-
-/// Key of the candidate streams of chunk `chunk`.
-pub fn candidate_key(key: StepKey, chunk: u32) -> u64 {
-    hash4(key.seed, key.step as u64, chunk as u64, TAG_CANDIDATES)
-}
+/// Chunks scored per GEMM (bounds the score matrix to 2^L × 64 floats).
+const CHUNK_GROUP: usize = 64;
 
 fn skip_key(key: StepKey) -> u64 {
     hash4(key.seed, key.step as u64, 0, TAG_SKIP)
@@ -86,37 +73,85 @@ fn skip_sample(key: StepKey, mu_p: &[f32], sigma_p: f32) -> Vec<f32> {
 }
 
 /// Writes candidate `j` of chunk `c` into `x` at the chunk's dimensions (both sides).
-fn place_candidate(
-    key: StepKey,
-    c: usize,
-    j: u32,
-    dims: &[u32],
-    mu_p: &[f32],
-    sigma_p: f32,
-    x: &mut [f32],
-) {
-    let mut z = vec![0f32; dims.len()];
-    fill_normals(candidate_key(key, c as u32), j as u64, &mut z);
+fn place_candidate(key: StepKey, c: usize, log2_n: u32, j: u32, dims: &[u32], mu_p: &[f32], sigma_p: f32, x: &mut [f32]) {
+    let z = pool::candidate(key.seed, key.step, c as u32, log2_n, j, dims.len());
     for (&d, &z) in dims.iter().zip(&z) {
         x[d as usize] = mu_p[d as usize] + sigma_p * z;
+    }
+}
+
+/// ln T_j, j = 0..n, of the private Poisson process of chunk `c`:
+/// T_j = Σ_{i≤j} E_i, E_i = −ln U_i ~ Exp(1) (U_i = (2k+1)/2^24, k 23 bits).
+fn arrivals(key: StepKey, c: usize, n: usize, out: &mut [f32]) {
+    let pk = hash4(key.seed ^ PRIVATE_SEED_XOR, key.step as u64, c as u64, TAG_ARRIVALS);
+    let sk = stream_key(pk, 0);
+    let mut t = 0.0f64;
+    for (j, o) in out[..n].iter_mut().enumerate() {
+        let k = (bits_at(sk, j as u64) >> 41) as u32;
+        let u = (2 * k + 1) as f32 * (1.0 / 16_777_216.0);
+        t -= ln_f32(u) as f64;
+        *o = ln_f32(t as f32);
+    }
+}
+
+/// Scores of the chunks `group` (of `n_chunks`; `dims_of(c)` their dimensions) for all `2^l`
+/// candidates: row j, column g = c − group.start.
+#[allow(clippy::too_many_arguments)]
+fn score_group(
+    key: StepKey,
+    l: u32,
+    group: std::ops::Range<usize>,
+    coef: &[Vec<f32>],
+    a_coef: f32,
+    out: &mut Vec<f32>,
+) {
+    let be = Backend::detect();
+    let nc = 1usize << l;
+    let g = group.len();
+    let cols = pool::POOL_COLS;
+    let p = pool::pool();
+    let m_max = group.clone().map(|c| coef[c].len()).max().unwrap_or(0);
+    out.clear();
+    out.resize(nc * g, 0.0);
+    let mut bm = vec![0f32; cols * g];
+    for s in 0..pool::blocks(m_max) {
+        let w0 = pool::window_start(key.seed, key.step, l, s);
+        let a = &p[w0 * cols..(w0 + nc) * cols];
+        bm.iter_mut().for_each(|v| *v = 0.0);
+        for (gi, c) in group.clone().enumerate() {
+            for (kk, &v) in coef[c].iter().skip(s * cols).take(cols).enumerate() {
+                bm[kk * g + gi] = v;
+            }
+        }
+        let init = if s == 0 { Init::Zero } else { Init::C };
+        gemm(be, nc, g, a, Rows::Strided { ld: cols }, &[0], cols, &bm, g, out, Rows::Strided { ld: g }, init, None, true);
+        if a_coef != 0.0 {
+            // a·Σ z² over the block's columns that each chunk uses (at most a few distinct counts)
+            let mut counts: Vec<usize> = group.clone().map(|c| coef[c].len().saturating_sub(s * cols).min(cols)).collect();
+            let per_chunk = counts.clone();
+            counts.sort_unstable();
+            counts.dedup();
+            for &cnt in counts.iter().filter(|&&c| c > 0) {
+                let idx: Vec<usize> = (0..g).filter(|&gi| per_chunk[gi] == cnt).collect();
+                out.par_chunks_mut(g).enumerate().for_each(|(j, row)| {
+                    let r = &a[j * cols..j * cols + cnt];
+                    let mut n2 = 0f32;
+                    for &v in r {
+                        n2 += v * v;
+                    }
+                    let q = a_coef * n2;
+                    for &gi in &idx {
+                        row[gi] += q;
+                    }
+                });
+            }
+        }
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Encoder
 // ---------------------------------------------------------------------------------------------
-
-/// Per-chunk scoring data.
-struct ChunkJob {
-    ck: u64,
-    /// Quadratic coefficient per dimension, padded to even length (a for real dims, 0 for
-    /// padding).
-    a: Vec<f32>,
-    /// Linear coefficient per dimension, padded like `a`.
-    b: Vec<f32>,
-    /// ln T_j of the private arrival process.
-    ln_t: Vec<f32>,
-}
 
 /// Encodes one step: returns the sample x the decoder will reproduce, and statistics.
 ///
@@ -165,93 +200,72 @@ pub fn encode_step(
     stats.step_info_bits_ideal = w.ideal_bits().step_info - before;
     *prev_q = q;
 
-    let ChunkPlan {
-        chunks,
-        log2_candidates,
-        index_key,
-        ..
-    } = plan;
+    let ChunkPlan { chunks, log2_candidates: l, index_key, .. } = plan;
     let Some(index_key) = index_key else {
         stats.skipped = true;
         return Ok((skip_sample(key, mu_p, sigma_p), stats));
     };
     let perm = partition(key, dims);
-    let n_cand: u32 = 1 << log2_candidates;
-    stats.candidates = n_cand as u64 * chunks as u64;
+    let nc = 1usize << l;
+    stats.candidates = nc as u64 * chunks as u64;
 
-    // Chunks are processed in groups (bounded memory: each chunk holds 2^L arrival times);
-    // inside a group, chunk set-up and (chunk, candidate block) scoring run in parallel, and
-    // the per-chunk reduction runs in a fixed order, so the result is thread-count independent.
     let (sp, sq) = (sigma_p as f64, sigma_q as f64);
     let a_coef = (0.5 - 0.5 * (sp / sq) * (sp / sq)) as f32;
-    let quad = a_coef != 0.0;
-    let blocks = n_cand.div_ceil(BLOCK) as usize;
+    // signed linear coefficients of every chunk, in the chunk's dimension order
+    let coef: Vec<Vec<f32>> = (0..chunks)
+        .into_par_iter()
+        .map(|c| {
+            let dims_c = &perm[chunk_range(c, chunks, dims)];
+            let sg = pool::signs(key.seed, key.step, c as u32, dims_c.len());
+            dims_c
+                .iter()
+                .zip(sg)
+                .map(|(&d, neg)| {
+                    let dd = mu_q[d as usize] as f64 - mu_p[d as usize] as f64;
+                    let b = (sp * dd / (sq * sq)) as f32;
+                    if neg {
+                        -b
+                    } else {
+                        b
+                    }
+                })
+                .collect()
+        })
+        .collect();
     let mut x = vec![0f32; dims];
-    for group in (0..chunks).step_by(CHUNK_GROUP) {
-        let group = group..(group + CHUNK_GROUP).min(chunks);
-        let jobs: Vec<ChunkJob> = group
+    let mut scores = Vec::new();
+    for g0 in (0..chunks).step_by(CHUNK_GROUP) {
+        let group = g0..(g0 + CHUNK_GROUP).min(chunks);
+        let g = group.len();
+        score_group(key, l, group.clone(), &coef, a_coef, &mut scores);
+        let best: Vec<u32> = group
             .clone()
             .into_par_iter()
             .map(|c| {
-                let dims_c = &perm[chunk_range(c, chunks, dims)];
-                let m2 = dims_c.len().div_ceil(2) * 2;
-                let mut a = vec![0f32; m2];
-                let mut b = vec![0f32; m2];
-                for (k, &d) in dims_c.iter().enumerate() {
-                    let dd = mu_q[d as usize] as f64 - mu_p[d as usize] as f64;
-                    a[k] = a_coef;
-                    b[k] = (sp * dd / (sq * sq)) as f32;
+                let gi = c - g0;
+                let mut ln_t = vec![0f32; nc];
+                arrivals(key, c, nc, &mut ln_t);
+                let mut best = (f64::NEG_INFINITY, 0u32);
+                for (j, &lt) in ln_t.iter().enumerate() {
+                    let v = scores[j * g + gi] as f64 - lt as f64;
+                    if v > best.0 {
+                        best = (v, j as u32);
+                    }
                 }
-                let pk = hash4(
-                    key.seed ^ PRIVATE_SEED_XOR,
-                    key.step as u64,
-                    c as u64,
-                    TAG_ARRIVALS,
-                );
-                let sk = stream_key(pk, 0);
-                // T_j = Σ_{i<=j} E_i, E_i = −ln U_i ~ Exp(1) (U_i = (2k+1)/2^24, k 23 bits)
-                let mut t = 0.0f64;
-                let ln_t = (0..n_cand as u64)
-                    .map(|j| {
-                        let k = (bits_at(sk, j) >> 41) as u32;
-                        let u = (2 * k + 1) as f32 * (1.0 / 16_777_216.0);
-                        t -= ln_f32(u) as f64;
-                        ln_f32(t as f32)
-                    })
-                    .collect();
-                ChunkJob {
-                    ck: candidate_key(key, c as u32),
-                    a,
-                    b,
-                    ln_t,
-                }
+                best.1
             })
             .collect();
-        let results: Vec<(f64, u32)> = (0..jobs.len() * blocks)
-            .into_par_iter()
-            .map(|t| {
-                let j0 = (t % blocks) as u32 * BLOCK;
-                best_in_range(&jobs[t / blocks], j0, (j0 + BLOCK).min(n_cand), quad)
-            })
-            .collect();
-        for (g, c) in group.enumerate() {
-            let mut best = results[g * blocks];
-            for &r in &results[g * blocks + 1..(g + 1) * blocks] {
-                if r.0 > best.0 {
-                    best = r;
-                }
-            }
-            let j_star = best.1;
+        for (c, &j_star) in group.zip(&best) {
             stats.index_bits_ideal += w.write_index(j_star, index_key)?;
             let dims_c = &perm[chunk_range(c, chunks, dims)];
-            place_candidate(key, c, j_star, dims_c, mu_p, sigma_p, &mut x);
+            place_candidate(key, c, l, j_star, dims_c, mu_p, sigma_p, &mut x);
             let kl_c: f64 = dims_c
                 .iter()
                 .map(|&d| dim_kl_nats(mu_p[d as usize], sigma_p, mu_q[d as usize], sigma_q))
                 .sum::<f64>()
                 / std::f64::consts::LN_2;
             stats.max_chunk_kl_bits = stats.max_chunk_kl_bits.max(kl_c);
-            if kl_c > log2_candidates as f64 - 2.0 {
+            if kl_c > l as f64 - 2.0 {
                 stats.over_budget_chunks += 1;
             }
         }
@@ -259,7 +273,57 @@ pub fn encode_step(
     Ok((x, stats))
 }
 
-/// Decodes one step: the same x the encoder returned (bit for bit), given the same `mu_p`.
+/// The symbols of one coded step, as the decoder reads them before it needs the network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepSymbols {
+    /// The side information `q`.
+    pub q: u32,
+    /// One PFR index per chunk (empty for a skipped step).
+    pub indices: Vec<u32>,
+}
+
+/// Reads one step's symbols (side information and indices). They do not depend on μ_p, so a
+/// decoder can tell from [`SymbolReader::starved`] whether the prefix covers the step before
+/// it spends a network call on it.
+pub fn read_step(params: &RccParams, dims: usize, prev_q: &mut u32, r: &mut SymbolReader) -> Result<StepSymbols> {
+    params.validate()?;
+    let q = r.read_step_info(*prev_q)?;
+    *prev_q = q;
+    let plan = plan_chunks(q, params, dims)?;
+    let mut indices = Vec::new();
+    if let Some(index_key) = plan.index_key {
+        for _ in 0..plan.chunks {
+            indices.push(r.read_index(index_key)?);
+            if r.starved() {
+                break;
+            }
+        }
+    }
+    Ok(StepSymbols { q, indices })
+}
+
+/// The step's sample from its symbols: the same x the encoder returned (bit for bit), given
+/// the same `mu_p`.
+pub fn place_step(key: StepKey, params: &RccParams, mu_p: &[f32], sigma_p: f32, sym: &StepSymbols) -> Result<Vec<f32>> {
+    check_inputs(mu_p, sigma_p, params)?;
+    let dims = mu_p.len();
+    let plan = plan_chunks(sym.q, params, dims)?;
+    if plan.index_key.is_none() {
+        return Ok(skip_sample(key, mu_p, sigma_p));
+    }
+    if sym.indices.len() != plan.chunks {
+        return Err(Error::Parameter(format!("{} indices for {} chunks", sym.indices.len(), plan.chunks)));
+    }
+    let perm = partition(key, dims);
+    let mut x = vec![0f32; dims];
+    for (c, &j) in sym.indices.iter().enumerate() {
+        let dims_c = &perm[chunk_range(c, plan.chunks, dims)];
+        place_candidate(key, c, plan.log2_candidates, j, dims_c, mu_p, sigma_p, &mut x);
+    }
+    Ok(x)
+}
+
+/// Decodes one step ([`read_step`] then [`place_step`]).
 pub fn decode_step(
     key: StepKey,
     params: &RccParams,
@@ -269,145 +333,17 @@ pub fn decode_step(
     r: &mut SymbolReader,
 ) -> Result<Vec<f32>> {
     check_inputs(mu_p, sigma_p, params)?;
-    let dims = mu_p.len();
-    let q = r.read_step_info(*prev_q)?;
-    *prev_q = q;
-    let plan = plan_chunks(q, params, dims)?;
-    let Some(index_key) = plan.index_key else {
-        return Ok(skip_sample(key, mu_p, sigma_p));
-    };
-    let perm = partition(key, dims);
-    let mut x = vec![0f32; dims];
-    for c in 0..plan.chunks {
-        let j = r.read_index(index_key)?;
-        let dims_c = &perm[chunk_range(c, plan.chunks, dims)];
-        place_candidate(key, c, j, dims_c, mu_p, sigma_p, &mut x);
+    let sym = read_step(params, mu_p.len(), prev_q, r)?;
+    if r.starved() {
+        return Err(crate::error::format_err("the stream ended inside this step"));
     }
-    Ok(x)
-}
-
-// ---------------------------------------------------------------------------------------------
-// The scoring kernel
-// ---------------------------------------------------------------------------------------------
-
-/// Best (score − ln T_j, j) over candidates `j0..j1` (ties: smallest j).
-///
-/// `LANES` candidates are processed side by side (one SIMD lane each); every candidate's score
-/// is the sequential f32 sum over its dimensions k of `(a_k z_k + b_k) z_k` (or `b_k z_k`), the
-/// same value a scalar loop computes, whatever the vector width.
-#[inline(always)]
-fn best_impl<const QUAD: bool>(job: &ChunkJob, j0: u32, j1: u32) -> (f64, u32) {
-    let pairs = job.a.len() / 2;
-    let mut best = (f64::NEG_INFINITY, j0);
-    let mut j = j0;
-    while j < j1 {
-        let mut sk = [0u64; LANES];
-        for (l, s) in sk.iter_mut().enumerate() {
-            *s = stream_key(job.ck, (j + l as u32) as u64);
-        }
-        let mut acc = [0f32; LANES];
-        let mut add = GAMMA; // bits of pair p: mix64(sk + (p + 1)·GAMMA)
-        for p in 0..pairs {
-            let (a0, a1) = (job.a[2 * p], job.a[2 * p + 1]);
-            let (b0, b1) = (job.b[2 * p], job.b[2 * p + 1]);
-            for l in 0..LANES {
-                let [z0, z1] = normal_pair_from_bits(mix64(sk[l].wrapping_add(add)));
-                if QUAD {
-                    acc[l] += (a0 * z0 + b0) * z0;
-                    acc[l] += (a1 * z1 + b1) * z1;
-                } else {
-                    acc[l] += b0 * z0;
-                    acc[l] += b1 * z1;
-                }
-            }
-            add = add.wrapping_add(GAMMA);
-        }
-        for (l, &score) in acc.iter().enumerate() {
-            let jj = j + l as u32;
-            if jj < j1 {
-                let v = score as f64 - job.ln_t[jj as usize] as f64;
-                if v > best.0 {
-                    best = (v, jj);
-                }
-            }
-        }
-        j += LANES as u32;
-    }
-    best
-}
-
-fn best_generic(job: &ChunkJob, j0: u32, j1: u32, quad: bool) -> (f64, u32) {
-    if quad {
-        best_impl::<true>(job, j0, j1)
-    } else {
-        best_impl::<false>(job, j0, j1)
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2")]
-unsafe fn best_avx512(job: &ChunkJob, j0: u32, j1: u32, quad: bool) -> (f64, u32) {
-    if quad {
-        best_impl::<true>(job, j0, j1)
-    } else {
-        best_impl::<false>(job, j0, j1)
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn best_avx2(job: &ChunkJob, j0: u32, j1: u32, quad: bool) -> (f64, u32) {
-    if quad {
-        best_impl::<true>(job, j0, j1)
-    } else {
-        best_impl::<false>(job, j0, j1)
-    }
-}
-
-/// Runtime dispatch to the widest available instruction set. FMA is never enabled, and the
-/// kernel's arithmetic is identical in all versions, so the result is too.
-fn best_in_range(job: &ChunkJob, j0: u32, j1: u32, quad: bool) -> (f64, u32) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx512f")
-            && std::is_x86_feature_detected!("avx512dq")
-            && std::is_x86_feature_detected!("avx512vl")
-            && std::is_x86_feature_detected!("avx512bw")
-        {
-            // SAFETY: the required CPU features were detected at run time.
-            return unsafe { best_avx512(job, j0, j1, quad) };
-        }
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the required CPU features were detected at run time.
-            return unsafe { best_avx2(job, j0, j1, quad) };
-        }
-    }
-    best_generic(job, j0, j1, quad)
-}
-
-/// Benchmark/diagnostic entry: scores candidates `0..n` of one synthetic chunk with linear
-/// coefficients `b` (and quadratic `a`, 0 for equal variances) and returns the best index.
-#[doc(hidden)]
-pub fn score_chunk_for_bench(ck: u64, a: f32, b: &[f32], log2_n: u32) -> u32 {
-    let m2 = b.len().div_ceil(2) * 2;
-    let mut av = vec![0f32; m2];
-    let mut bv = vec![0f32; m2];
-    av[..b.len()].iter_mut().for_each(|x| *x = a);
-    bv[..b.len()].copy_from_slice(b);
-    let n = 1u32 << log2_n;
-    let job = ChunkJob {
-        ck,
-        a: av,
-        b: bv,
-        ln_t: (0..n).map(|j| ((j + 1) as f32).ln()).collect(),
-    };
-    best_in_range(&job, 0, n, a != 0.0).1
+    place_step(key, params, mu_p, sigma_p, &sym)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::{normal_at, std_normal_cdf};
+    use crate::rng::std_normal_cdf;
 
     /// Deterministic test input: per-step means with a target KL.
     fn make_step(
@@ -446,47 +382,27 @@ mod tests {
     }
 
     #[test]
-    fn kernel_generates_the_decoder_candidates() {
-        // A one-hot linear coefficient makes the score equal the candidate's k-th normal.
-        let ck = 0xABCDEF;
-        for &(m, k) in &[(5usize, 0usize), (5, 4), (16, 15), (37, 20), (37, 36)] {
-            let mut b = vec![0f32; m.div_ceil(2) * 2];
-            b[k] = 1.0;
-            let job = ChunkJob {
-                ck,
-                a: vec![0.0; b.len()],
-                b,
-                ln_t: vec![0.0; 64],
-            };
-            for j in [0u32, 3, 63] {
-                let want = normal_at(ck, j as u64, k as u64);
-                for quad in [false, true] {
-                    let got = best_in_range(&job, j, j + 1, quad).0 as f32;
-                    assert_eq!(got.to_bits(), want.to_bits(), "m={m} k={k} j={j}");
-                    let got = best_generic(&job, j, j + 1, quad).0 as f32;
-                    assert_eq!(got.to_bits(), want.to_bits());
-                }
+    fn scores_equal_the_decoders_candidates() {
+        // one chunk, one-hot coefficient at position k: the score of candidate j is the value
+        // the decoder regenerates for that position (through every block and sign)
+        let key = StepKey { seed: 11, step: 4 };
+        for &(m, k, l) in &[(5usize, 0usize, 6u32), (100, 70, 8), (200, 199, 10)] {
+            let mut coef = vec![vec![0f32; m]];
+            coef[0][k] = 1.0;
+            let mut sc = Vec::new();
+            score_group(key, l, 0..1, &coef, 0.0, &mut sc);
+            for j in [0u32, 3, (1 << l) - 1] {
+                let z = pool::candidate(key.seed, key.step, 0, l, j, m);
+                let sg = pool::signs(key.seed, key.step, 0, m);
+                let want = if sg[k] { -z[k] } else { z[k] };
+                assert_eq!(sc[j as usize].to_bits(), want.to_bits(), "m={m} k={k} j={j}");
             }
-        }
-        // and the dispatched kernel equals the generic one on a realistic chunk
-        let b: Vec<f32> = (0..100)
-            .map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.1)
-            .collect();
-        let job = ChunkJob {
-            ck,
-            a: vec![-0.1; 100],
-            b,
-            ln_t: (0..2048).map(|j| (j as f32 + 1.0).ln()).collect(),
-        };
-        for quad in [false, true] {
-            assert_eq!(
-                best_in_range(&job, 0, 2048, quad),
-                best_generic(&job, 0, 2048, quad)
-            );
-            assert_eq!(
-                best_in_range(&job, 5, 1000, quad),
-                best_generic(&job, 5, 1000, quad)
-            );
+            // the quadratic term: a·‖z‖²
+            let coef0 = vec![vec![0f32; m]];
+            score_group(key, l, 0..1, &coef0, -0.5, &mut sc);
+            let z = pool::candidate(key.seed, key.step, 0, l, 2, m);
+            let n2: f32 = z.iter().map(|v| v * v).sum();
+            assert!((sc[2] - (-0.5 * n2)).abs() < 1e-4 * n2.max(1.0));
         }
     }
 
@@ -641,7 +557,7 @@ mod tests {
         }
         // truncated: decode the steps that fit
         let w = enc.words_needed[2] as usize;
-        let mut r = SymbolReader::new(&enc.words[..w]).unwrap();
+        let mut r = SymbolReader::new_prefix(&enc.words[..w]).unwrap();
         let mut prev = 0;
         for (i, &(kl, sp, sq)) in steps.iter().enumerate().take(3) {
             let (mu_p, _) = make_step(1000 + i as u64, dims, kl, sp, sq);
