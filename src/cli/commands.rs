@@ -34,9 +34,9 @@ fn tick(pb: &ProgressBar) -> impl FnMut(usize, usize) + '_ {
 
 impl CodeArgs {
     /// The codec parameters these options name (validated).
-    fn params(&self) -> Result<CodecParams> {
+    fn params(&self, model: &Model) -> Result<CodecParams> {
         let (chain, rcc) = (&self.chain, &self.rcc);
-        let variance: Variance = chain.variance.parse()?;
+        let variance = codec::resolve_variance(&chain.variance, model)?;
         let mut p = CodecParams::new(chain.steps, &chain.spacing, variance)?;
         p.rcc = RccParams {
             chunk_bits: rcc.chunk_bits,
@@ -72,7 +72,7 @@ pub fn run_command(cli: Cli) -> Result<()> {
         Command::Encode { input, output, code, lossy, report } => {
             let model = load_model(&cli)?;
             let img = image_io::read_image(input)?;
-            let mut p = code.params()?;
+            let mut p = code.params(&model)?;
             p.lossless = !lossy;
             let pb = bar(quiet, "encode");
             let (bytes, rep) = codec::encode(&model, &img, &p, &mut tick(&pb), None)?;
@@ -133,7 +133,7 @@ pub fn run_command(cli: Cli) -> Result<()> {
                 &model,
                 &images,
                 &schedule,
-                chain.variance.parse()?,
+                codec::resolve_variance(&chain.variance, &model)?,
                 model.variance_tables(),
                 mode.parse()?,
                 *batch,
@@ -199,7 +199,7 @@ pub fn run_command(cli: Cli) -> Result<()> {
             use ddpm_codec::eval::{classical::Tools, rd};
             let model = load_model(&cli)?;
             let images = rd::load_inputs(input, *limit)?;
-            let p = code.params()?;
+            let p = code.params(&model)?;
             let tools = Tools::detect();
             let pb = bar(quiet, "lossless");
             let rep = rd::bench_lossless(&model, &images, &p, &tools, !no_verify, &mut tick(&pb))?;
@@ -227,7 +227,7 @@ fn run_rd(cli: &Cli, args: &RdArgs) -> Result<()> {
     let quiet = cli.quiet;
     let model = load_model(cli)?;
     let images = rd::load_inputs(input, limit)?;
-    let p = code.params()?;
+    let p = code.params(&model)?;
     let mode: rd::ReconMode = recon.parse()?;
     let opts = rd::RdOptions { recon: mode, ddim_points: ddim_points.max(1), keep_frames: strip.is_some() };
     let pb = bar(quiet, "rd");
@@ -292,7 +292,7 @@ fn run_rd(cli: &Cli, args: &RdArgs) -> Result<()> {
             "image_names": images.iter().map(|i| i.name.clone()).collect::<Vec<_>>(),
             "steps": k,
             "spacing": chain.spacing,
-            "variance": chain.variance,
+            "variance": p.variance.name(),
             "taus": p.schedule.taus(),
             "rcc": p.rcc,
             "seed": p.seed,

@@ -39,9 +39,10 @@ pub struct ChainArgs {
     /// Step spacing: "dense" (τ_i = T·(i/K)², dense where the bits are) or "even".
     #[arg(long, default_value = "dense")]
     pub spacing: String,
-    /// Reverse variance: optimal (KL-optimal per step from the model's calibrated tables),
-    /// analytic (Analytic-DPM), large (β) or small (β̃).
-    #[arg(long, default_value = ddpm_codec::codec::DEFAULT_VARIANCE.name())]
+    /// Reverse variance: auto (optimal when the model carries calibrated tables, as the
+    /// embedded one does; else large), optimal (KL-optimal per step from the tables), analytic
+    /// (Analytic-DPM), large (β) or small (β̃).
+    #[arg(long, default_value = "auto")]
     pub variance: String,
 }
 

@@ -42,11 +42,12 @@ pub struct RccParams {
 
 impl Default for RccParams {
     fn default() -> Self {
+        // chosen by measurement (bench/rcc/README.md): 12-bit chunks with 2^(KL+3) candidates
         RccParams {
-            chunk_bits: 6.0,
-            margin_bits: 6,
+            chunk_bits: 12.0,
+            margin_bits: 3,
             min_log2_candidates: 4,
-            max_log2_candidates: 16,
+            max_log2_candidates: 17,
             skip_below_bits: 0.25,
         }
     }

@@ -94,56 +94,84 @@ fn arrivals(key: StepKey, c: usize, n: usize, out: &mut [f32]) {
     }
 }
 
-/// Scores of the chunks `group` (of `n_chunks`; `dims_of(c)` their dimensions) for all `2^l`
-/// candidates: row j, column g = c − group.start.
-#[allow(clippy::too_many_arguments)]
-fn score_group(
-    key: StepKey,
-    l: u32,
-    group: std::ops::Range<usize>,
-    coef: &[Vec<f32>],
-    a_coef: f32,
-    out: &mut Vec<f32>,
-) {
-    let be = Backend::detect();
+/// Scores of the chunks `group` (`coef[c]`: chunk c's signed coefficients) for all `2^l`
+/// candidates: row g = c − group.start, column j. Candidates are split into ranges scored in
+/// parallel; within a range, one GEMM per block of pool columns with the chunks as rows and
+/// the candidates as the long, vectorised dimension (the pool is stored column-major), then
+/// `a_coef · Σ z²` over the columns each chunk uses. Every score is one fixed sequence of
+/// operations, so the result does not depend on the thread count.
+fn score_group(key: StepKey, l: u32, group: std::ops::Range<usize>, coef: &[Vec<f32>], a_coef: f32, out: &mut Vec<f32>) {
     let nc = 1usize << l;
     let g = group.len();
     let cols = pool::POOL_COLS;
-    let p = pool::pool();
     let m_max = group.clone().map(|c| coef[c].len()).max().unwrap_or(0);
-    out.clear();
-    out.resize(nc * g, 0.0);
-    let mut bm = vec![0f32; cols * g];
-    for s in 0..pool::blocks(m_max) {
-        let w0 = pool::window_start(key.seed, key.step, l, s);
-        let a = &p[w0 * cols..(w0 + nc) * cols];
-        bm.iter_mut().for_each(|v| *v = 0.0);
-        for (gi, c) in group.clone().enumerate() {
-            for (kk, &v) in coef[c].iter().skip(s * cols).take(cols).enumerate() {
-                bm[kk * g + gi] = v;
+    let blocks = pool::blocks(m_max);
+    // the chunks' coefficients per block: A_s = g × 64, row-major
+    let am: Vec<Vec<f32>> = (0..blocks)
+        .map(|s| {
+            let mut a = vec![0f32; g * cols];
+            for (gi, c) in group.clone().enumerate() {
+                for (kk, &v) in coef[c].iter().skip(s * cols).take(cols).enumerate() {
+                    a[gi * cols + kk] = v;
+                }
             }
+            a
+        })
+        .collect();
+    let counts: Vec<Vec<usize>> = (0..blocks)
+        .map(|s| group.clone().map(|c| coef[c].len().saturating_sub(s * cols).min(cols)).collect())
+        .collect();
+    const RANGE: usize = 2048;
+    let ranges = nc.div_ceil(RANGE);
+    let parts: Vec<Vec<f32>> = (0..ranges)
+        .into_par_iter()
+        .map(|r| {
+            let (j0, w) = (r * RANGE, RANGE.min(nc - r * RANGE));
+            let mut c = vec![0f32; g * w];
+            score_range(key, l, j0, w, &am, &counts, a_coef, &mut c);
+            c
+        })
+        .collect();
+    out.clear();
+    out.resize(g * nc, 0.0);
+    for (r, part) in parts.iter().enumerate() {
+        let (j0, w) = (r * RANGE, RANGE.min(nc - r * RANGE));
+        for gi in 0..g {
+            out[gi * nc + j0..gi * nc + j0 + w].copy_from_slice(&part[gi * w..(gi + 1) * w]);
         }
+    }
+}
+
+/// Scores of candidates `j0..j0 + w` for the chunks of [`score_group`] into `c` (g × w).
+#[allow(clippy::too_many_arguments)]
+fn score_range(key: StepKey, l: u32, j0: usize, w: usize, am: &[Vec<f32>], counts: &[Vec<usize>], a_coef: f32, c: &mut [f32]) {
+    let be = Backend::detect();
+    let cols = pool::POOL_COLS;
+    let n = pool::POOL_ROWS;
+    let p = pool::pool();
+    let g = c.len() / w;
+    let mut norms = vec![0f32; w];
+    for (s, a) in am.iter().enumerate() {
+        let r0 = pool::window_start(key.seed, key.step, l, s) + j0;
         let init = if s == 0 { Init::Zero } else { Init::C };
-        gemm(be, nc, g, a, Rows::Strided { ld: cols }, &[0], cols, &bm, g, out, Rows::Strided { ld: g }, init, None, true);
+        // C[g, j] += Σ_k A[g, k] · P[r0 + j, k]; B's row k is pool column k from row r0
+        gemm(be, g, w, a, Rows::Strided { ld: cols }, &[0], cols, &p[r0..], n, c, Rows::Strided { ld: w }, init, None, false);
         if a_coef != 0.0 {
-            // a·Σ z² over the block's columns that each chunk uses (at most a few distinct counts)
-            let mut counts: Vec<usize> = group.clone().map(|c| coef[c].len().saturating_sub(s * cols).min(cols)).collect();
-            let per_chunk = counts.clone();
-            counts.sort_unstable();
-            counts.dedup();
-            for &cnt in counts.iter().filter(|&&c| c > 0) {
-                let idx: Vec<usize> = (0..g).filter(|&gi| per_chunk[gi] == cnt).collect();
-                out.par_chunks_mut(g).enumerate().for_each(|(j, row)| {
-                    let r = &a[j * cols..j * cols + cnt];
-                    let mut n2 = 0f32;
-                    for &v in r {
-                        n2 += v * v;
+            let mut distinct = counts[s].clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            for &cnt in distinct.iter().filter(|&&x| x > 0) {
+                norms.iter_mut().for_each(|v| *v = 0.0);
+                for k in 0..cnt {
+                    for (v, &z) in norms.iter_mut().zip(&p[k * n + r0..k * n + r0 + w]) {
+                        *v += z * z;
                     }
-                    let q = a_coef * n2;
-                    for &gi in &idx {
-                        row[gi] += q;
+                }
+                for gi in (0..g).filter(|&gi| counts[s][gi] == cnt) {
+                    for (o, &n2) in c[gi * w..(gi + 1) * w].iter_mut().zip(&norms) {
+                        *o += a_coef * n2;
                     }
-                });
+                }
             }
         }
     }
@@ -236,7 +264,6 @@ pub fn encode_step(
     let mut scores = Vec::new();
     for g0 in (0..chunks).step_by(CHUNK_GROUP) {
         let group = g0..(g0 + CHUNK_GROUP).min(chunks);
-        let g = group.len();
         score_group(key, l, group.clone(), &coef, a_coef, &mut scores);
         let best: Vec<u32> = group
             .clone()
@@ -246,8 +273,8 @@ pub fn encode_step(
                 let mut ln_t = vec![0f32; nc];
                 arrivals(key, c, nc, &mut ln_t);
                 let mut best = (f64::NEG_INFINITY, 0u32);
-                for (j, &lt) in ln_t.iter().enumerate() {
-                    let v = scores[j * g + gi] as f64 - lt as f64;
+                for (j, (&lt, &sc)) in ln_t.iter().zip(&scores[gi * nc..(gi + 1) * nc]).enumerate() {
+                    let v = sc as f64 - lt as f64;
                     if v > best.0 {
                         best = (v, j as u32);
                     }

@@ -47,15 +47,30 @@ pub const POOL_KEY: u64 = 0x504F_4F4C_0000_0003; // "POOL", v3
 const TAG_WINDOW: u64 = 0x57494E44; // "WIND"
 const TAG_SIGNS: u64 = 0x5349474E; // "SIGN"
 
-/// The pool, generated on first use (128 MiB; rows in parallel, same values on any thread
-/// count).
+/// The pool, generated on first use, stored **column-major** (`pool()[k * POOL_ROWS + r] =
+/// P[r, k]`, 128 MiB): the encoder's GEMM then runs over candidates as its long, vectorised
+/// dimension (`POOL_ROWS` floats per column; [`super::pfr`]). Rows are generated in parallel;
+/// the values do not depend on the thread count.
 pub fn pool() -> &'static [f32] {
     static POOL: OnceLock<Vec<f32>> = OnceLock::new();
     POOL.get_or_init(|| {
+        const G: usize = 4096;
         let mut p = vec![0f32; POOL_ROWS * POOL_COLS];
-        p.par_chunks_mut(POOL_COLS * 1024).enumerate().for_each(|(g, rows)| {
-            for (i, row) in rows.chunks_exact_mut(POOL_COLS).enumerate() {
-                fill_normals(POOL_KEY, (g * 1024 + i) as u64, row);
+        let blocks: Vec<Vec<f32>> = (0..POOL_ROWS / G)
+            .into_par_iter()
+            .map(|g| {
+                let mut rows = vec![0f32; G * POOL_COLS];
+                for (i, row) in rows.chunks_exact_mut(POOL_COLS).enumerate() {
+                    fill_normals(POOL_KEY, (g * G + i) as u64, row);
+                }
+                rows
+            })
+            .collect();
+        p.par_chunks_mut(POOL_ROWS).enumerate().for_each(|(k, col)| {
+            for (g, rows) in blocks.iter().enumerate() {
+                for i in 0..G {
+                    col[g * G + i] = rows[i * POOL_COLS + k];
+                }
             }
         });
         p
@@ -114,10 +129,11 @@ mod tests {
     #[test]
     fn decoder_rows_equal_the_pool() {
         let p = pool();
-        for r in [0usize, 1, 777, POOL_ROWS - 1] {
+        for r in [0usize, 1, 777, 4096, POOL_ROWS - 1] {
             let mut row = vec![0f32; 37];
             fill_row_prefix(r, &mut row);
-            assert_eq!(&p[r * POOL_COLS..r * POOL_COLS + 37], &row[..]);
+            let col: Vec<f32> = (0..37).map(|k| p[k * POOL_ROWS + r]).collect();
+            assert_eq!(col, row);
         }
     }
 
@@ -139,7 +155,7 @@ mod tests {
         let p = pool();
         for k in [0usize, 63, 64, 149] {
             let (s, kk) = (k / POOL_COLS, k % POOL_COLS);
-            let v = p[(window_start(seed, step, l, s) + j as usize) * POOL_COLS + kk];
+            let v = p[kk * POOL_ROWS + window_start(seed, step, l, s) + j as usize];
             assert_eq!(z[k], if sg[k] { -v } else { v });
         }
         assert!(sg.iter().any(|&b| b) && sg.iter().any(|&b| !b));
