@@ -147,3 +147,105 @@ fn wrong_model_and_corruption_are_clear_errors() {
     let err = codec::decode(&m, b"hello world, not a stream", &DecodeOptions::default(), &mut no_progress()).unwrap_err();
     assert!(matches!(err, Error::Format(_)), "{err}");
 }
+
+#[test]
+fn hostile_geometry_is_refused_before_any_work() {
+    // a valid header claiming 4096×4096 pixels and K = 1000: 16,384 tiles × 1000 steps
+    let m = tiny();
+    let img = image(32, 32, 3);
+    let (bytes, _) = codec::encode(&m, &img, &params(3), &mut no_progress(), None).unwrap();
+    let s = codec::parse(&bytes).unwrap();
+    let mut h = s.header.clone();
+    h.width = 4096;
+    h.height = 4096;
+    h.taus = (1..=1000).collect();
+    let evil = ddpm_codec::bitstream::write_stream(&h, &s.words).unwrap();
+    let t = std::time::Instant::now();
+    let err = codec::decode(&m, &evil, &DecodeOptions::default(), &mut no_progress()).unwrap_err();
+    assert!(matches!(err, Error::LimitsExceeded(_)), "{err}");
+    assert!(err.to_string().contains("max-work"), "{err}");
+    assert!(t.elapsed().as_secs_f64() < 1.0);
+}
+
+#[test]
+fn old_format_versions_get_a_version_error() {
+    let mut v2 = b"DDPC\x02".to_vec();
+    v2.extend_from_slice(&[80, 0, 0, 0]);
+    v2.extend_from_slice(&[0u8; 100]);
+    let err = codec::decode(&tiny(), &v2, &DecodeOptions::default(), &mut no_progress()).unwrap_err();
+    assert!(matches!(err, Error::Format(_)) && err.to_string().contains("version 2"), "{err}");
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
+
+    /// The whole decoder on mutated streams, resealed so that the mutations reach the body
+    /// (the fuzz target `decode_resealed` runs the same function): never a panic.
+    #[test]
+    fn resealed_mutations_never_panic(edits in proptest::collection::vec((0usize..4096, proptest::prelude::any::<u8>()), 1..8), lossy in proptest::prelude::any::<bool>()) {
+        use std::sync::OnceLock;
+        static STREAMS: OnceLock<(Model, Vec<u8>, Vec<u8>)> = OnceLock::new();
+        let (m, lossless, lossy_b) = STREAMS.get_or_init(|| {
+            let m = tiny();
+            let img = image(40, 20, 3);
+            let (a, _) = codec::encode(&m, &img, &params(4), &mut no_progress(), None).unwrap();
+            let mut p = params(4);
+            p.lossless = false;
+            let (b, _) = codec::encode(&m, &img, &p, &mut no_progress(), None).unwrap();
+            (m, a, b)
+        });
+        let mut b = if lossy { lossy_b.clone() } else { lossless.clone() };
+        for (i, v) in edits {
+            let n = b.len();
+            b[i % n] ^= v | 1;
+        }
+        let _ = ddpm_codec::fuzzing::decode_resealed(m, &b);
+    }
+}
+
+#[test]
+fn nll_and_the_codec_agree_on_the_ideal_length() {
+    // `nll --steps K` and `encode --steps K` name the same chain (dense spacing, the same σ²);
+    // with a faithful sampler (a large candidate margin) the codec's chain states are draws of
+    // q(x_t | x_0), so its ideal length (Σ KL + L_0) averages to the bound `nll` computes.
+    // The embedded model: the tiny fixture's random weights give thousands of bits per step.
+    let m = Model::embedded().unwrap();
+    let img = image(32, 32, 3);
+    let x0 = {
+        let g = ddpm_codec::tiling::TileGrid::new(32, 32, 32);
+        g.to_tiles(&img.to_rgb())
+    };
+    let k = 6;
+    let mut p = CodecParams::new(k, "dense", Variance::Optimal).unwrap();
+    p.rcc = RccParams { chunk_bits: 6.0, margin_bits: 8, ..RccParams::default() };
+    let sched = codec::make_schedule(1000, k, "dense").unwrap();
+    assert_eq!(p.schedule, sched);
+    let seeds = 0..6u64;
+    let codec_bpd: f64 = seeds
+        .clone()
+        .map(|seed| {
+            p.seed = seed;
+            let (_, rep) = codec::encode(&m, &img, &p, &mut no_progress(), None).unwrap();
+            rep.ideal_bpd()
+        })
+        .sum::<f64>()
+        / 6.0;
+    let nll_bpd: f64 = seeds
+        .map(|seed| {
+            let r = ddpm_codec::eval::nll::run_nll(&m, &x0, &sched, Variance::Optimal, m.variance_tables(), "exact".parse().unwrap(), 1, seed, &mut no_progress()).unwrap();
+            r.total_bits_per_dim
+        })
+        .sum::<f64>()
+        / 6.0;
+    println!("codec ideal {codec_bpd:.4} vs nll {nll_bpd:.4} bits/dim");
+    // Measured (session 4): codec 6.97 against the bound's 6.17 bits/dim (1.13×) at K = 6. The
+    // gap is the sampler's, not the definitions' (same chain, same σ² below): the shared
+    // candidate pool makes the chunks of a step pick from the same rows, and the samples it
+    // gives are less faithful than independent PFR (bench/rcc/README.md; issue #12 stays open
+    // on it). The band still catches a different chain (even spacing) or variance.
+    let ratio = codec_bpd / nll_bpd;
+    assert!(ratio > 0.98 && ratio < 1.2, "codec ideal {codec_bpd} vs nll {nll_bpd}");
+    let dn = ddpm_codec::diffusion::Diffusion::with_tables(sched.clone(), Variance::Optimal, m.variance_tables()).unwrap();
+    let dc = ddpm_codec::diffusion::Diffusion::with_tables(p.schedule.clone(), p.variance, m.variance_tables()).unwrap();
+    assert!((0..k).all(|i| dn.sigma2(i) == dc.sigma2(i)));
+}

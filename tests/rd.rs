@@ -193,8 +193,12 @@ fn csv_has_the_required_columns() {
     let last = rows.last().unwrap();
     assert_eq!(last[idx("rmse")].parse::<f64>().unwrap(), 0.0);
     assert_eq!(last[idx("psnr")], "inf");
-    // the comment lines say how the set averages are made
-    assert!(csv.contains("of the MSE averaged over the images") && csv.contains("mean of the per-image PSNRs"));
+    // the JSON (not the CSV) says how the set averages are made
+    let j = rd::to_json(&curves, serde_json::json!({}));
+    let doc = j["columns"]["meaning"].as_str().unwrap();
+    assert!(doc.contains("of the MSE averaged over the images") && doc.contains("mean of the per-image PSNRs"));
+    // and a CSV reader that knows nothing sees the header row first
+    assert_eq!(csv.lines().next().unwrap(), rd::CSV_COLUMNS.join(","));
 }
 
 #[test]

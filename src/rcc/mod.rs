@@ -208,7 +208,7 @@ mod tests {
 
     #[test]
     fn plan_matches_spec() {
-        let p = RccParams { chunk_bits: 8.0, ..RccParams::default() };
+        let p = RccParams { chunk_bits: 8.0, margin_bits: 6, max_log2_candidates: 16, ..RccParams::default() };
         // q = 0 -> KLhat 0 -> skipped
         assert_eq!(plan_chunks(0, &p, 100).unwrap().chunks, 0);
         // q = 1 -> KLhat 0.189 < 0.25 -> skipped; q = 2 -> 0.414 -> one chunk
@@ -222,6 +222,13 @@ mod tests {
         let pl = plan_chunks(255, &p, 10).unwrap();
         assert_eq!(pl.chunks, 10);
         assert_eq!(pl.log2_candidates, 16);
+        // the pool constraint: 64-bit chunks of a 127-bit step would need 2^17 candidates
+        // over 1536 dims (24 blocks, 4 windows); the planner takes the fewest chunks that fit
+        let big = RccParams { chunk_bits: 64.0, margin_bits: 3, max_log2_candidates: 17, ..RccParams::default() };
+        let pl = plan_chunks(28, &big, 3072).unwrap();
+        let fits = |n: usize, l: u32| pool::blocks(3072usize.div_ceil(n)) <= pool::windows(l);
+        assert!(fits(pl.chunks, pl.log2_candidates), "{pl:?}");
+        assert_eq!(pl.chunks, 10);
         let bad = RccParams {
             max_log2_candidates: 21,
             ..p.clone()
@@ -247,6 +254,6 @@ mod tests {
     fn params_serde_defaults() {
         let p: RccParams = serde_json::from_str(r#"{"chunk_bits": 10.0}"#).unwrap();
         assert_eq!(p.chunk_bits, 10.0);
-        assert_eq!(p.margin_bits, 6);
+        assert_eq!(p.margin_bits, RccParams::default().margin_bits);
     }
 }
