@@ -36,7 +36,7 @@ impl Default for ArchiveLimits {
             max_total_tiles: 1 << 22,
             max_steps: 10_000,
             max_body_words: 1 << 27,
-            max_init_words: 1 << 24,
+            max_init_words: 1 << 20,
         }
     }
 }
