@@ -129,7 +129,8 @@ impl constriction::backends::ReadWords<u32, constriction::Stack> for PrefixStack
     }
 }
 type Categorical = DefaultContiguousCategoricalEntropyModel;
-type PixelModel = LeakilyQuantizedDistribution<f64, i32, u32, Gaussian, 24>;
+/// The pixel model type (also used by `bitsback`, which pushes pixels onto its own coder).
+pub(crate) type PixelModel = LeakilyQuantizedDistribution<f64, i32, u32, Gaussian, 24>;
 
 // ---------------------------------------------------------------------------------------------
 // Step info (KL quantiser)
@@ -306,7 +307,8 @@ impl PixelParams {
         self.std_q as f64 / PIXEL_STD_GRID
     }
 
-    fn model(&self, quantizer: &DefaultLeakyQuantizer<f64, i32>) -> PixelModel {
+    /// The constriction model of these parameters over `quantizer` (support 0..=255).
+    pub(crate) fn model(&self, quantizer: &DefaultLeakyQuantizer<f64, i32>) -> PixelModel {
         quantizer.quantize(Gaussian::new(self.mean_pixels(), self.std_pixels()))
     }
 }

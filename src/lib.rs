@@ -4,7 +4,7 @@
 //! ground: [`error`], [`schedule`], [`rng`], [`tiling`], [`kernels`]
 //! parts: [`model`], [`entropy`], [`bitstream`], [`image_io`]
 //! process: [`diffusion`], [`rcc`], [`data`]
-//! codec: [`codec`]
+//! codec: [`codec`], [`bitsback`] (lossless archives of image sets by bits-back coding)
 //! reports: [`eval`], [`sample`]
 
 pub mod error;
@@ -21,6 +21,7 @@ pub mod rcc;
 pub mod data;
 pub mod codec;
 pub mod fuzzing;
+pub mod bitsback;
 pub mod eval;
 pub mod sample;
 pub mod figures;

@@ -118,8 +118,49 @@ pub struct RdArgs {
     pub strip_frames: usize,
 }
 
+/// Options of `pack` (and of the bits-back row of `bench-lossless`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct PackArgs {
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    /// Latent grid: 2^B bins per std of each level's forward transition.
+    #[arg(long, default_value_t = ddpm_codec::bitsback::DEFAULT_LATENT_BITS)]
+    pub latent_bits: u32,
+    /// Most tiles coded as one vector (one network call per step); 1 = tile by tile (the
+    /// fewest initial bits; the fast network is as fast per tile at batch 1).
+    #[arg(long, default_value_t = 1)]
+    pub max_group: usize,
+    /// Seed of the initial stack words.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Lossless archive of a set of images at the bound: bits-back coding over the diffusion
+    /// chain (one ANS stack for all items). INPUT: a folder of PNG/JPEG images, a CIFAR-10 folder
+    /// (test split) or one image (coded tile by tile).
+    Pack {
+        input: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        pack: PackArgs,
+        /// Write the pack report (per-item bits, initial bits, timing) as JSON.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Unpack a .ddpa archive: every item bit-exact, written as DIR/<name>.png.
+    Unpack {
+        input: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Write the unpack report as JSON.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
     /// Encode an image (PNG/JPEG) into a progressive .ddpc stream.
     Encode {
         input: PathBuf,
@@ -226,6 +267,13 @@ pub enum Command {
         /// Skip decoding our streams (no round-trip check; halves the time).
         #[arg(long)]
         no_verify: bool,
+        /// Also pack all images into one bits-back archive (.ddpa) and report its bits/dim, and
+        /// the bound of the chain on the same images (32×32 RGB sets).
+        #[arg(long)]
+        bitsback: bool,
+        /// Latent grid of the bits-back row (see `pack`).
+        #[arg(long, default_value_t = ddpm_codec::bitsback::DEFAULT_LATENT_BITS)]
+        latent_bits: u32,
         #[arg(long)]
         json: Option<PathBuf>,
     },

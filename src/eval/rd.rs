@@ -719,6 +719,22 @@ pub struct LosslessReport {
     pub codecs: Vec<LosslessCodec>,
     pub notes: Vec<String>,
     pub per_image: Vec<LosslessImage>,
+    /// The bits-back archive of all images (when asked): its pack report without the
+    /// per-item list, plus the unpack time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bitsback: Option<Value>,
+    /// The bound of the chain on the same images (`eval::nll`, exact), when computed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bound: Option<crate::eval::nll::NllReport>,
+}
+
+/// Optional rows of the lossless benchmark.
+#[derive(Debug, Clone, Default)]
+pub struct LosslessExtras {
+    /// Also pack all images into one bits-back archive with these parameters.
+    pub bitsback: Option<crate::bitsback::PackParams>,
+    /// Also compute the bound of the chain (`nll`, exact; 32×32 RGB images only).
+    pub bound: bool,
 }
 
 /// Network calls per image of the benchmark (encode, plus decode when verifying).
@@ -737,6 +753,21 @@ pub fn bench_lossless(
     verify: bool,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<LosslessReport> {
+    bench_lossless_with(model, images, params, tools, verify, &LosslessExtras::default(), progress)
+}
+
+/// [`bench_lossless`] with the optional rows: the bound of the chain and the bits-back archive
+/// (whole-archive bits/dim; verified by unpacking when `verify`). `progress` counts network
+/// calls of all rows.
+pub fn bench_lossless_with(
+    model: &Model,
+    images: &[NamedImage],
+    params: &CodecParams,
+    tools: &Tools,
+    verify: bool,
+    extras: &LosslessExtras,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<LosslessReport> {
     if images.is_empty() {
         return Err(Error::Parameter("no images".into()));
     }
@@ -746,7 +777,15 @@ pub fn bench_lossless(
     let mut notes = tools.notes();
     let k = params.schedule.steps();
     let per = lossless_work(k, verify);
-    let total = per * images.len();
+    let cifar_like = images.iter().all(|i| (i.image.width, i.image.height, i.image.channels) == (32, 32, 3));
+    let bound_work = if extras.bound && cifar_like { k * images.len() } else { 0 };
+    let tiles_all: usize = images.iter().map(|i| TileGrid::new(i.image.width as usize, i.image.height as usize, 32).num_tiles()).sum();
+    let bb_work = match &extras.bitsback {
+        Some(bp) => bp.schedule.steps() * crate::bitsback::group_sizes(tiles_all, bp.max_group_tiles).len() * if verify { 2 } else { 1 },
+        None => 0,
+    };
+    let main_total = per * images.len();
+    let total = main_total + bound_work + bb_work;
     let dir = classical::TempDir::new("lossless")?;
     let webp = Codec::Webp.settings().into_iter().find(|s| s.lossless).filter(|_| tools.has(Codec::Webp));
     let jxl = Codec::Jxl.settings().into_iter().find(|s| s.lossless).filter(|_| tools.has(Codec::Jxl));
@@ -880,6 +919,96 @@ pub fn bench_lossless(
             None => notes.push("jpeg-xl-lossless: failed on some images; no total".into()),
         }
     }
+    let mut bound = None;
+    if extras.bound {
+        if cifar_like {
+            let nchw: Vec<u8> = images
+                .iter()
+                .flat_map(|i| {
+                    let d = &i.image.data;
+                    (0..3).flat_map(move |c| (0..1024).map(move |p| d[3 * p + c]))
+                })
+                .collect();
+            let rep = crate::eval::nll::run_nll(
+                model,
+                &nchw,
+                &params.schedule,
+                params.variance,
+                model.variance_tables(),
+                crate::eval::nll::NllMode::Exact,
+                64,
+                0,
+                &mut |d, _| progress(main_total + d.min(bound_work), total),
+            )?;
+            codecs.insert(
+                2,
+                mk(
+                    "bound",
+                    "the variational bound of the same chain on the same images (nll, exact: L_T + KL terms + L_0), the target of the bits-back archive",
+                    None,
+                    0,
+                    false,
+                    Some(rep.total_bits_per_dim * dims as f64),
+                ),
+            );
+            bound = Some(rep);
+        } else {
+            notes.push("bound: computed only for 32×32 RGB image sets".into());
+        }
+    }
+    let mut bitsback = None;
+    if let Some(bp) = &extras.bitsback {
+        let items: Vec<crate::bitsback::Item> = images.iter().map(|i| crate::bitsback::Item { name: i.name.clone(), image: i.image.clone() }).collect();
+        let base = main_total + bound_work;
+        let (bytes, rep) = crate::bitsback::pack(model, &items, bp, &mut |d, _| progress(base + d, total))?;
+        let mut fails = 0;
+        let mut unpack_seconds = None;
+        if verify {
+            let packed = rep.network_calls;
+            match crate::bitsback::unpack(model, &bytes, &crate::bitsback::ArchiveLimits::default(), &mut |d, _| progress(base + packed + d, total)) {
+                Ok((out, urep)) => {
+                    fails = out.iter().zip(&items).filter(|(o, i)| o.image != i.image).count() + items.len().saturating_sub(out.len());
+                    unpack_seconds = Some(urep.unpack_seconds);
+                }
+                Err(e) => {
+                    fails = items.len();
+                    notes.push(format!("bits-back unpack: {e}"));
+                }
+            }
+        }
+        codecs.insert(
+            1,
+            mk(
+                "ddpm-codec-bitsback",
+                &format!(
+                    "one .ddpa archive of all images (bits-back ANS over the {}-step chain, header + item table + body); failures = items not bit-exact{}",
+                    bp.schedule.steps(),
+                    if verify { "" } else { " (not verified)" }
+                ),
+                Some(bytes.len()),
+                fails,
+                true,
+                None,
+            ),
+        );
+        notes.push(format!(
+            "bits-back archive: {:.4} bits/dim = net {:.4} + initial bits {:.4} ({:.0} bytes) + header {:.4}; pack {:.3} s/image{}",
+            rep.archive_bpd,
+            rep.net_bpd,
+            rep.initial_bpd,
+            rep.initial_bits / 8.0,
+            rep.header_bpd,
+            rep.pack_seconds / items.len() as f64,
+            unpack_seconds.map(|u| format!(", unpack {:.3} s/image", u / items.len() as f64)).unwrap_or_default()
+        ));
+        let mut v = serde_json::to_value(&rep).map_err(|e| Error::Parameter(e.to_string()))?;
+        if let Some(o) = v.as_object_mut() {
+            o.remove("per_item");
+            o.insert("unpack_seconds".into(), json!(unpack_seconds));
+            o.insert("latent_bits".into(), json!(bp.latent_bits));
+        }
+        bitsback = Some(v);
+    }
     progress(total, total);
     Ok(LosslessReport {
         images: rows.len(),
@@ -890,6 +1019,8 @@ pub fn bench_lossless(
         codecs,
         notes,
         per_image: rows,
+        bitsback,
+        bound,
     })
 }
 
