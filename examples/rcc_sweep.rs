@@ -4,7 +4,8 @@
 //!
 //!   cargo run --release --example rcc_sweep -- DATA N STEPS VARIANCE "B:M,B:M,..." [MODEL_DIR]
 //!
-//! DATA: a CIFAR-10 folder (test split) or an image folder; N images; e.g.
+//! Each setting is B:M (at most 2^19 candidates per chunk) or B:M:MAX_LOG2 (12:3:17 is the
+//! default stream). DATA: a CIFAR-10 folder (test split) or an image folder; N images; e.g.
 //!   rcc_sweep ../shared/data/cifar10 50 50 optimal "6:6,10:3,14:2,16:2" /work/runs/calib/model
 
 use ddpm_codec::codec::{self, CodecParams};
@@ -30,9 +31,12 @@ fn main() -> ddpm_codec::Result<()> {
     let model = Model::load(a.get(6).map(std::path::Path::new))?;
     println!("chunk_bits,margin_bits,images,file_actual_over_ideal,chain_actual_over_kl,container_bytes,actual_bpd,ideal_bpd,encode_cpu_s_per_image,chunks_per_image,over_budget_share");
     for bm in a[5].split(',') {
-        let (b, m) = bm.split_once(':').expect("B:M");
+        // B:M (max 2^19 candidates, as in bench/rcc/) or B:M:MAX_LOG2
+        let f: Vec<&str> = bm.split(':').collect();
+        let (b, m) = (f[0], f[1]);
+        let max_l = f.get(2).map_or(19, |v| v.parse().unwrap());
         let mut p = CodecParams::new(steps, "dense", a[4].parse()?)?;
-        p.rcc = RccParams { chunk_bits: b.parse().unwrap(), margin_bits: m.parse().unwrap(), max_log2_candidates: 19, ..RccParams::default() };
+        p.rcc = RccParams { chunk_bits: b.parse().unwrap(), margin_bits: m.parse().unwrap(), max_log2_candidates: max_l, ..RccParams::default() };
         let (mut file_bits, mut ideal, mut chain_bits, mut chain_kl, mut head, mut dims) = (0.0, 0.0, 0.0, 0.0, 0usize, 0usize);
         let (mut chunks, mut over) = (0usize, 0usize);
         let c0 = cpu_secs();
