@@ -4,8 +4,9 @@
 //!
 //!   cargo run --release --example rcc_sweep -- DATA N STEPS VARIANCE "B:M,B:M,..." [MODEL_DIR]
 //!
-//! Each setting is B:M (at most 2^19 candidates per chunk) or B:M:MAX_LOG2 (12:3:17 is the
-//! default stream). DATA: a CIFAR-10 folder (test split) or an image folder; N images; e.g.
+//! Each setting is B:M (at most 2^19 candidates per chunk), B:M:MAX_LOG2 (12:3:17 is the
+//! default stream) B:M:MAX_LOG2:SKIP (steps below SKIP bits are skipped; default 0.25) or
+//! B:M:MAX_LOG2:SKIP:TILT (the encoder's target tilt, default 1.2). DATA: a CIFAR-10 folder (test split) or an image folder; N images; e.g.
 //!   rcc_sweep ../shared/data/cifar10 50 50 optimal "6:6,10:3,14:2,16:2" /work/runs/calib/model
 
 use ddpm_codec::codec::{self, CodecParams};
@@ -29,16 +30,19 @@ fn main() -> ddpm_codec::Result<()> {
     let images = load_inputs(std::path::Path::new(&a[1]), Some(a[2].parse().unwrap()))?;
     let steps: usize = a[3].parse().unwrap();
     let model = Model::load(a.get(6).map(std::path::Path::new))?;
-    println!("chunk_bits,margin_bits,images,file_actual_over_ideal,chain_actual_over_kl,container_bytes,actual_bpd,ideal_bpd,encode_cpu_s_per_image,chunks_per_image,over_budget_share");
+    println!("chunk_bits,margin_bits,max_log2,skip_below_bits,tilt,images,file_actual_over_ideal,chain_actual_over_kl,container_bytes,actual_bpd,ideal_bpd,encode_cpu_s_per_image,chunks_per_image,over_budget_share,index_bpd,step_info_bpd,skipped_steps_per_image");
     for bm in a[5].split(',') {
         // B:M (max 2^19 candidates, as in bench/rcc/) or B:M:MAX_LOG2
         let f: Vec<&str> = bm.split(':').collect();
         let (b, m) = (f[0], f[1]);
         let max_l = f.get(2).map_or(19, |v| v.parse().unwrap());
+        let skip = f.get(3).map_or(RccParams::default().skip_below_bits, |v| v.parse().unwrap());
+        let tilt = f.get(4).map_or(RccParams::default().tilt, |v| v.parse().unwrap());
         let mut p = CodecParams::new(steps, "dense", a[4].parse()?)?;
-        p.rcc = RccParams { chunk_bits: b.parse().unwrap(), margin_bits: m.parse().unwrap(), max_log2_candidates: max_l, ..RccParams::default() };
+        p.rcc = RccParams { chunk_bits: b.parse().unwrap(), margin_bits: m.parse().unwrap(), max_log2_candidates: max_l, skip_below_bits: skip, tilt, ..RccParams::default() };
         let (mut file_bits, mut ideal, mut chain_bits, mut chain_kl, mut head, mut dims) = (0.0, 0.0, 0.0, 0.0, 0usize, 0usize);
         let (mut chunks, mut over) = (0usize, 0usize);
+        let (mut index_bits, mut info_bits, mut skipped) = (0.0f64, 0.0f64, 0usize);
         let c0 = cpu_secs();
         for img in &images {
             let (bytes, rep) = codec::encode(&model, &img.image, &p, &mut |_, _| {}, None)?;
@@ -53,10 +57,13 @@ fn main() -> ddpm_codec::Result<()> {
             chain_kl += rep.packets[last_chain].cum_ideal_bits;
             chunks += rep.packets.iter().map(|q| q.chunks).sum::<usize>();
             over += rep.packets.iter().map(|q| q.over_budget_chunks).sum::<usize>();
+            index_bits += rep.packets.iter().map(|q| q.index_bits).sum::<f64>();
+            info_bits += rep.packets.iter().map(|q| q.step_info_bits).sum::<f64>();
+            skipped += rep.packets.iter().filter(|q| q.t_after > 0 && q.chunks == 0).count();
         }
         let n = images.len() as f64;
         println!(
-            "{b},{m},{},{:.4},{:.4},{:.2},{:.4},{:.4},{:.3},{:.1},{:.4}",
+            "{b},{m},{max_l},{skip},{tilt},{},{:.4},{:.4},{:.2},{:.4},{:.4},{:.3},{:.1},{:.4},{:.4},{:.4},{:.1}",
             images.len(),
             file_bits / ideal,
             chain_bits / chain_kl,
@@ -65,7 +72,10 @@ fn main() -> ddpm_codec::Result<()> {
             ideal / dims as f64,
             (cpu_secs() - c0) / n,
             chunks as f64 / n,
-            over as f64 / chunks.max(1) as f64
+            over as f64 / chunks.max(1) as f64,
+            index_bits / dims as f64,
+            info_bits / dims as f64,
+            skipped as f64 / n
         );
     }
     Ok(())

@@ -94,6 +94,11 @@ pub struct PacketReport {
     pub chunks: usize,
     /// Chunks whose realised KL exceeded the candidate budget.
     pub over_budget_chunks: usize,
+    /// Code length of the chunk indices under the float index models (bits; 0 for the final
+    /// step).
+    pub index_bits: f64,
+    /// Code length of the step's side information under the float model (bits).
+    pub step_info_bits: f64,
 }
 
 /// The encoder's account of a stream: ideal versus actual bits.
@@ -257,6 +262,8 @@ pub fn encode(
             cum_words: 0,
             chunks: stats.chunks as usize,
             over_budget_chunks: stats.over_budget_chunks as usize,
+            index_bits: stats.index_bits_ideal,
+            step_info_bits: stats.step_info_bits_ideal,
         });
         step_stats.push(stats);
         x = x_new;
@@ -285,6 +292,8 @@ pub fn encode(
             cum_words: 0,
             chunks: 0,
             over_budget_chunks: 0,
+            index_bits: 0.0,
+            step_info_bits: 0.0,
         });
     }
     progress(total_calls, total_calls);
@@ -420,6 +429,8 @@ pub fn params_of(h: &Header) -> Result<CodecParams> {
         min_log2_candidates: hp.min_log2_candidates as u32,
         max_log2_candidates: hp.max_log2_candidates as u32,
         skip_below_bits: h.skip_below_bits(),
+        // encoder only; not in the stream
+        ..RccParams::default()
     };
     rcc.validate()?;
     Ok(CodecParams { schedule, variance, rcc, seed: hp.seed, lossless: h.lossless, batch_tiles: hp.batch_tiles as usize })
@@ -588,7 +599,7 @@ impl Denoiser for Model {
 }
 
 /// Human-readable description of a stream: the header and the file's size. Per-packet sizes
-/// are not stored (format version 3 has no packet index): `encode --report` writes them.
+/// are not stored (the format has no packet index): `encode --report` writes them.
 pub fn info(bytes: &[u8]) -> Result<String> {
     use std::fmt::Write;
     let s = parse(bytes)?;

@@ -343,16 +343,32 @@ pub fn normal_at(key: u64, stream: u64, k: u64) -> f32 {
 }
 
 /// Fills `out[k]` with element `k` of the normal stream `(key, stream)`.
+///
+/// In blocks of 32 pairs: the 64-bit hashes first (scalar), then the f32 transform over the
+/// block, a loop without branches that the compiler vectorises (the transform uses only
+/// integer and basic f32 operations, so the values are the same as one pair at a time; a test
+/// pins them to [`normal_at`]). Generating the encoder's candidate pool (2^25 values) is this
+/// function's main use and cost.
 pub fn fill_normals(key: u64, stream: u64, out: &mut [f32]) {
+    const B: usize = 32;
     let sk = stream_key(key, stream);
-    let half = (out.len() / 2) as u64;
-    let mut pairs = out.chunks_exact_mut(2);
-    for (p, o) in (&mut pairs).enumerate() {
-        o.copy_from_slice(&normal_pair_from_bits(bits_at(sk, p as u64)));
+    let half = out.len() / 2;
+    let mut bits = [0u64; B];
+    let mut p0 = 0usize;
+    for block in out[..2 * half].chunks_mut(2 * B) {
+        let n = block.len() / 2;
+        for (i, b) in bits[..n].iter_mut().enumerate() {
+            *b = bits_at(sk, (p0 + i) as u64);
+        }
+        for (o, &u) in block.chunks_exact_mut(2).zip(&bits[..n]) {
+            let z = normal_pair_from_bits(u);
+            o[0] = z[0];
+            o[1] = z[1];
+        }
+        p0 += n;
     }
-    let rest = pairs.into_remainder();
-    if let Some(last) = rest.first_mut() {
-        *last = normal_pair_from_bits(bits_at(sk, half))[0];
+    if out.len() % 2 == 1 {
+        out[2 * half] = normal_pair_from_bits(bits_at(sk, half as u64))[0];
     }
 }
 
@@ -565,6 +581,14 @@ mod tests {
                 normal_at(99, 7, len as u64 - 1).to_bits(),
                 v[len - 1].to_bits()
             );
+        }
+        // every element, across the bulk path's block boundaries (32 pairs) and odd tails
+        for len in [63usize, 64, 65, 127, 129, 200] {
+            let mut v = vec![0f32; len];
+            fill_normals(5, 3, &mut v);
+            for (k, z) in v.iter().enumerate() {
+                assert_eq!(normal_at(5, 3, k as u64).to_bits(), z.to_bits(), "len {len} k {k}");
+            }
         }
         let mut v = vec![0f32; 1000];
         for j in [0u64, 1, 77, 65535] {

@@ -1,4 +1,4 @@
-//! Container format tests: format/SPEC.md (version 3) against src/bitstream, the test vectors
+//! Container format tests: format/SPEC.md (version 4) against src/bitstream, the test vectors
 //! in format/vectors/, truncation, corruption and hostile input.
 
 use std::path::PathBuf;
@@ -54,7 +54,7 @@ fn vectors_match_readme_hashes() {
         assert_eq!(b.len().to_string(), cells[3], "{name}");
         n += 1;
     }
-    assert_eq!(n, 7);
+    assert_eq!(n, 8);
 }
 
 #[test]
@@ -98,6 +98,8 @@ fn vector_truncated_and_corrupt() {
     }
     let e = read(&vector("version2.ddpc")).unwrap_err();
     assert!(matches!(e, Error::Format(_)) && e.to_string().contains("version 2"), "{e}");
+    let e = read(&vector("version3.ddpc")).unwrap_err();
+    assert!(matches!(e, Error::Format(_)) && e.to_string().contains("version 3"), "{e}");
 }
 
 #[test]

@@ -174,6 +174,11 @@ fn old_format_versions_get_a_version_error() {
     v2.extend_from_slice(&[0u8; 100]);
     let err = codec::decode(&tiny(), &v2, &DecodeOptions::default(), &mut no_progress()).unwrap_err();
     assert!(matches!(err, Error::Format(_)) && err.to_string().contains("version 2"), "{err}");
+    // a version-3 stream (same container, older body semantics) is refused, not misread
+    let (mut v3, _) = codec::encode(&tiny(), &image(8, 8, 3), &params(3), &mut no_progress(), None).unwrap();
+    v3[4] = 3;
+    let err = codec::decode(&tiny(), &v3, &DecodeOptions::default(), &mut no_progress()).unwrap_err();
+    assert!(matches!(err, Error::Format(_)) && err.to_string().contains("version 3"), "{err}");
 }
 
 proptest::proptest! {

@@ -1,4 +1,4 @@
-//! The header of format/SPEC.md (version 3): typed representation, byte encoding, validation.
+//! The header of format/SPEC.md (version 4): typed representation, byte encoding, validation.
 //! Reader functions are named after the spec's fields.
 
 use std::fmt::Write as _;
@@ -7,12 +7,12 @@ use super::Limits;
 use crate::error::{format_err, Error, Result};
 use crate::schedule::{even_taus, quadratic_taus};
 
-/// Tile edge of version 3 (the shipped models' resolution).
+/// Tile edge of version 4 (the shipped models' resolution).
 pub const TILE_SIZE: u16 = 32;
 /// File magic.
 pub const MAGIC: [u8; 4] = *b"DDPC";
 /// Format version written and read.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 /// Largest t_max (structural).
 pub const MAX_T_MAX: u32 = 10_000;
 /// Largest batch_tiles (structural).
@@ -235,7 +235,7 @@ impl Default for Params {
     }
 }
 
-/// The header of a version-3 stream (format/SPEC.md § 1). K is `taus.len()`.
+/// The header of a version-4 stream (format/SPEC.md § 1). K is `taus.len()`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
     /// The first 4 bytes of the SHA-256 of the model file.
@@ -326,7 +326,7 @@ pub fn read_magic_and_version(bytes: &[u8]) -> Result<()> {
     match bytes.get(4) {
         None => Err(format_err("truncated header (inside magic/version)")),
         Some(&VERSION) => Ok(()),
-        Some(&v @ (1 | 2)) => Err(format_err(format!(
+        Some(&v) if (1..VERSION).contains(&v) => Err(format_err(format!(
             "format version {v} is not supported (this build reads version {VERSION}); re-encode the image"
         ))),
         Some(&v) => Err(format_err(format!("unknown format version {v} (this build reads version {VERSION})"))),
@@ -716,10 +716,12 @@ mod tests {
 
     #[test]
     fn old_versions_are_named() {
-        let mut b = sample().encode().unwrap();
-        b[4] = 2;
-        let e = Header::read(&b, &Limits::default()).unwrap_err().to_string();
-        assert!(e.contains("version 2"), "{e}");
+        for v in 1..VERSION {
+            let mut b = sample().encode().unwrap();
+            b[4] = v;
+            let e = Header::read(&b, &Limits::default()).unwrap_err().to_string();
+            assert!(e.contains(&format!("version {v} is not supported")), "{e}");
+        }
     }
 
     #[test]

@@ -42,6 +42,7 @@ impl CodeArgs {
             chunk_bits: rcc.chunk_bits,
             margin_bits: rcc.margin_bits,
             skip_below_bits: rcc.skip_below_bits,
+            tilt: rcc.tilt,
             ..RccParams::default()
         };
         p.rcc.validate()?;

@@ -58,6 +58,10 @@ pub struct RccArgs {
     /// Steps whose KL is below this many bits are sampled from p_θ for free.
     #[arg(long, default_value_t = ddpm_codec::rcc::RccParams::default().skip_below_bits)]
     pub skip_below_bits: f64,
+    /// Encoder only: scale of the PFR target's shift away from p_θ, offsetting the pull toward
+    /// p_θ of a finite candidate set (1 = plain PFR; not stored, any value decodes).
+    #[arg(long, default_value_t = ddpm_codec::rcc::RccParams::default().tilt)]
+    pub tilt: f64,
     /// Shared seed of the stream.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -268,7 +272,7 @@ pub enum Command {
         #[arg(long)]
         no_verify: bool,
         /// Also pack all images into one bits-back archive (.ddpa) and report its bits/dim, and
-        /// the bound of the chain on the same images (32×32 RGB sets).
+        /// the bound of the chain on the same images (RGB images whose sides are multiples of 32, on their 32×32 tiles).
         #[arg(long)]
         bitsback: bool,
         /// Latent grid of the bits-back row (see `pack`).

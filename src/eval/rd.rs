@@ -733,7 +733,8 @@ pub struct LosslessReport {
 pub struct LosslessExtras {
     /// Also pack all images into one bits-back archive with these parameters.
     pub bitsback: Option<crate::bitsback::PackParams>,
-    /// Also compute the bound of the chain (`nll`, exact; 32×32 RGB images only).
+    /// Also compute the bound of the chain (`nll`, exact, on the 32×32 tiles; RGB images whose
+    /// sides are multiples of 32).
     pub bound: bool,
 }
 
@@ -777,9 +778,10 @@ pub fn bench_lossless_with(
     let mut notes = tools.notes();
     let k = params.schedule.steps();
     let per = lossless_work(k, verify);
-    let cifar_like = images.iter().all(|i| (i.image.width, i.image.height, i.image.channels) == (32, 32, 3));
-    let bound_work = if extras.bound && cifar_like { k * images.len() } else { 0 };
+    // the bound is computed on exact 32×32 tiles: RGB images whose sides are multiples of 32
+    let tileable = images.iter().all(|i| i.image.channels == 3 && i.image.width % 32 == 0 && i.image.height % 32 == 0);
     let tiles_all: usize = images.iter().map(|i| TileGrid::new(i.image.width as usize, i.image.height as usize, 32).num_tiles()).sum();
+    let bound_work = if extras.bound && tileable { k * tiles_all } else { 0 };
     let bb_work = match &extras.bitsback {
         Some(bp) => bp.schedule.steps() * crate::bitsback::group_sizes(tiles_all, bp.max_group_tiles).len() * if verify { 2 } else { 1 },
         None => 0,
@@ -921,12 +923,14 @@ pub fn bench_lossless_with(
     }
     let mut bound = None;
     if extras.bound {
-        if cifar_like {
+        if tileable {
+            // 32×32 tiles, exactly the items the archive codes (no padding: sides are multiples
+            // of 32), NCHW per tile
             let nchw: Vec<u8> = images
                 .iter()
                 .flat_map(|i| {
-                    let d = &i.image.data;
-                    (0..3).flat_map(move |c| (0..1024).map(move |p| d[3 * p + c]))
+                    let (w, h) = (i.image.width as usize, i.image.height as usize);
+                    TileGrid::new(w, h, 32).to_tiles(&i.image.to_rgb())
                 })
                 .collect();
             let rep = crate::eval::nll::run_nll(
@@ -953,7 +957,7 @@ pub fn bench_lossless_with(
             );
             bound = Some(rep);
         } else {
-            notes.push("bound: computed only for 32×32 RGB image sets".into());
+            notes.push("bound: computed only for RGB images whose sides are multiples of 32 (exact 32×32 tiles)".into());
         }
     }
     let mut bitsback = None;

@@ -12,7 +12,8 @@
 //! 4. a seeded permutation of 0..D split into `n` contiguous near-equal slices.
 //! 5. per chunk `2^L` candidates, `L = clamp(ceil(KLhat/n) + margin_bits, min, max)`; the
 //!    encoder selects `j* = argmin_j (ln T_j − ln w_j)` with private Poisson arrival times
-//!    `T_j`, and codes `j*` with a truncated Zipf model ([`crate::entropy::IndexModelKey`]).
+//!    `T_j` (w_j: the density ratio of the tilted target, [`RccParams::tilt`], to p), and
+//!    codes `j*` with a truncated Zipf model ([`crate::entropy::IndexModelKey`]).
 
 pub mod pfr;
 pub mod pool;
@@ -38,6 +39,12 @@ pub struct RccParams {
     pub max_log2_candidates: u32,
     /// Steps whose estimated KL is below this many bits are skipped (sample of p, free).
     pub skip_below_bits: f64,
+    /// Encoder only (not in the stream; any value decodes): the target the candidates are
+    /// scored against is q tilted away from p, its shift μ_q − μ_p scaled by `tilt`. A finite
+    /// candidate set pulls the chosen sample toward p (in the 1-D model of a 12-bit chunk with
+    /// 2^15 candidates, by 0.49 of a standard deviation along the shift); the chain that
+    /// follows then needs more bits. 1 = plain PFR.
+    pub tilt: f64,
 }
 
 impl Default for RccParams {
@@ -49,6 +56,7 @@ impl Default for RccParams {
             min_log2_candidates: 4,
             max_log2_candidates: 17,
             skip_below_bits: 0.25,
+            tilt: 1.2,
         }
     }
 }
@@ -75,6 +83,9 @@ impl RccParams {
         }
         if !(self.skip_below_bits.is_finite() && self.skip_below_bits >= 0.0) {
             return bad(format!("skip_below_bits {} invalid", self.skip_below_bits));
+        }
+        if !(self.tilt.is_finite() && (0.5..=4.0).contains(&self.tilt)) {
+            return bad(format!("tilt {} not in [0.5, 4]", self.tilt));
         }
         Ok(())
     }

@@ -80,18 +80,32 @@ fn place_candidate(key: StepKey, c: usize, log2_n: u32, j: u32, dims: &[u32], mu
     }
 }
 
-/// ln T_j, j = 0..n, of the private Poisson process of chunk `c`:
-/// T_j = Σ_{i≤j} E_i, E_i = −ln U_i ~ Exp(1) (U_i = (2k+1)/2^24, k 23 bits).
-fn arrivals(key: StepKey, c: usize, n: usize, out: &mut [f32]) {
+/// The PFR choice `argmax_j (score_j − ln T_j)` of chunk `c` (first maximum), with the
+/// private Poisson process T_j = Σ_{i≤j} E_i, E_i = −ln U_i ~ Exp(1) (U_i = (2k+1)/2^24,
+/// k 23 bits) generated lazily: T_j grows with j, so once
+/// `max_j score_j − ln T_j` falls to the best value so far no later candidate can win, and the
+/// search stops (after ≈ 20% of the candidates on average, measured on the 1-D model). The
+/// result is exactly the full argmax.
+fn select(key: StepKey, c: usize, scores: &[f32]) -> u32 {
+    let max_sc = scores.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
     let pk = hash4(key.seed ^ PRIVATE_SEED_XOR, key.step as u64, c as u64, TAG_ARRIVALS);
     let sk = stream_key(pk, 0);
     let mut t = 0.0f64;
-    for (j, o) in out[..n].iter_mut().enumerate() {
+    let mut best = (f64::NEG_INFINITY, 0u32);
+    for (j, &sc) in scores.iter().enumerate() {
         let k = (bits_at(sk, j as u64) >> 41) as u32;
         let u = (2 * k + 1) as f32 * (1.0 / 16_777_216.0);
         t -= ln_f32(u) as f64;
-        *o = ln_f32(t as f32);
+        let lt = ln_f32(t as f32) as f64;
+        let v = sc as f64 - lt;
+        if v > best.0 {
+            best = (v, j as u32);
+        }
+        if max_sc - lt <= best.0 {
+            break;
+        }
     }
+    best.1
 }
 
 /// Scores of the chunks `group` (`coef[c]`: chunk c's signed coefficients) for all `2^l`
@@ -143,36 +157,55 @@ fn score_group(key: StepKey, l: u32, group: std::ops::Range<usize>, coef: &[Vec<
 }
 
 /// Scores of candidates `j0..j0 + w` for the chunks of [`score_group`] into `c` (g × w).
+/// The window's rows are read panel by panel ([`pool::pool`]'s layout): per panel and block,
+/// one small GEMM (g chunks × ≤ 16 candidates × 64 columns), then `a_coef` times the
+/// candidates' squared norms over the columns each chunk uses.
 #[allow(clippy::too_many_arguments)]
 fn score_range(key: StepKey, l: u32, j0: usize, w: usize, am: &[Vec<f32>], counts: &[Vec<usize>], a_coef: f32, c: &mut [f32]) {
     let be = Backend::detect();
     let cols = pool::POOL_COLS;
-    let n = pool::POOL_ROWS;
+    let pw = pool::PANEL;
     let p = pool::pool();
     let g = c.len() / w;
-    let mut norms = vec![0f32; w];
+    // the distinct column counts of each block, ascending (chunks differ by one dimension)
+    let distinct: Vec<Vec<usize>> = counts
+        .iter()
+        .map(|cs| {
+            let mut d: Vec<usize> = cs.iter().copied().filter(|&x| x > 0).collect();
+            d.sort_unstable();
+            d.dedup();
+            d
+        })
+        .collect();
     for (s, a) in am.iter().enumerate() {
-        let r0 = pool::window_start(key.seed, key.step, l, s) + j0;
-        let init = if s == 0 { Init::Zero } else { Init::C };
-        // C[g, j] += Σ_k A[g, k] · P[r0 + j, k]; B's row k is pool column k from row r0
-        gemm(be, g, w, a, Rows::Strided { ld: cols }, &[0], cols, &p[r0..], n, c, Rows::Strided { ld: w }, init, None, false);
-        if a_coef != 0.0 {
-            let mut distinct = counts[s].clone();
-            distinct.sort_unstable();
-            distinct.dedup();
-            for &cnt in distinct.iter().filter(|&&x| x > 0) {
-                norms.iter_mut().for_each(|v| *v = 0.0);
-                for k in 0..cnt {
-                    for (v, &z) in norms.iter_mut().zip(&p[k * n + r0..k * n + r0 + w]) {
-                        *v += z * z;
+        let r_start = pool::window_start(key.seed, key.step, l, s) + j0;
+        let mut jj = 0;
+        while jj < w {
+            let r = r_start + jj;
+            let off = r % pw;
+            let n = (pw - off).min(w - jj);
+            let panel = &p[pool::index(r - off, 0)..pool::index(r - off, 0) + cols * pw];
+            // C[g, jj..jj+n] (+)= Σ_k A[g, k] · P[r + q, k]; B's row k is the panel's column k
+            let init = if s == 0 { Init::Zero } else { Init::C };
+            gemm(be, g, n, a, Rows::Strided { ld: cols }, &[0], cols, &panel[off..], pw, &mut c[jj..], Rows::Strided { ld: w }, init, None, false);
+            if a_coef != 0.0 {
+                let mut norms = [0f32; 16];
+                let mut k = 0;
+                for &cnt in &distinct[s] {
+                    while k < cnt {
+                        for (v, &z) in norms[..n].iter_mut().zip(&panel[k * pw + off..k * pw + off + n]) {
+                            *v += z * z;
+                        }
+                        k += 1;
                     }
-                }
-                for gi in (0..g).filter(|&gi| counts[s][gi] == cnt) {
-                    for (o, &n2) in c[gi * w..(gi + 1) * w].iter_mut().zip(&norms) {
-                        *o += a_coef * n2;
+                    for gi in (0..g).filter(|&gi| counts[s][gi] == cnt) {
+                        for (o, &n2) in c[gi * w + jj..gi * w + jj + n].iter_mut().zip(&norms[..n]) {
+                            *o += a_coef * n2;
+                        }
                     }
                 }
             }
+            jj += n;
         }
     }
 }
@@ -239,6 +272,8 @@ pub fn encode_step(
 
     let (sp, sq) = (sigma_p as f64, sigma_q as f64);
     let a_coef = (0.5 - 0.5 * (sp / sq) * (sp / sq)) as f32;
+    // the tilted target's shift (RccParams::tilt); the quadratic term is q's own
+    let tilt = params.tilt;
     // signed linear coefficients of every chunk, in the chunk's dimension order
     let coef: Vec<Vec<f32>> = (0..chunks)
         .into_par_iter()
@@ -250,7 +285,7 @@ pub fn encode_step(
                 .zip(sg)
                 .map(|(&d, neg)| {
                     let dd = mu_q[d as usize] as f64 - mu_p[d as usize] as f64;
-                    let b = (sp * dd / (sq * sq)) as f32;
+                    let b = (tilt * sp * dd / (sq * sq)) as f32;
                     if neg {
                         -b
                     } else {
@@ -270,16 +305,7 @@ pub fn encode_step(
             .into_par_iter()
             .map(|c| {
                 let gi = c - g0;
-                let mut ln_t = vec![0f32; nc];
-                arrivals(key, c, nc, &mut ln_t);
-                let mut best = (f64::NEG_INFINITY, 0u32);
-                for (j, (&lt, &sc)) in ln_t.iter().zip(&scores[gi * nc..(gi + 1) * nc]).enumerate() {
-                    let v = sc as f64 - lt as f64;
-                    if v > best.0 {
-                        best = (v, j as u32);
-                    }
-                }
-                best.1
+                select(key, c, &scores[gi * nc..(gi + 1) * nc])
             })
             .collect();
         for (c, &j_star) in group.zip(&best) {
@@ -484,53 +510,36 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn faithfulness_whitened_residuals_are_standard_normal() {
-        // D = 3072 split over steps with KL 5..200 bits; equal and unequal variances.
+    /// Whitened residuals (x − μ_q)/σ_q of a chain of steps with KL 5..200 bits (equal and
+    /// unequal variances, 4 × 8 steps of 768 dims) and, per chunk, the residual projected on
+    /// the chunk's shift direction μ_q − μ_p (exact PFR: N(0, 1); a finite candidate set pulls
+    /// it toward p, negative). Returns (mean, var, KS, projection mean, projection var, chunks).
+    fn faithfulness(params: &RccParams) -> (f64, f64, f64, f64, f64, f64) {
         let dims = 768;
         let steps: Vec<(f64, f32, f32)> = [5.0, 12.0, 30.0, 60.0, 100.0, 200.0, 8.0, 45.0]
+            .repeat(4)
             .iter()
             .enumerate()
-            .map(|(i, &kl)| {
-                if i % 2 == 0 {
-                    (kl, 0.1, 0.1)
-                } else {
-                    (kl, 0.1, 0.098)
-                }
-            })
+            .map(|(i, &kl)| if i % 2 == 0 { (kl, 0.1, 0.1) } else { (kl, 0.1, 0.098) })
             .collect();
-        let params = RccParams::default();
-        let (xs, mu_qs, stats, enc) = run_chain(&steps, dims, &params);
+        let (xs, mu_qs, stats, enc) = run_chain(&steps, dims, params);
         let mut res = Vec::new();
-        // per chunk: the residual projected on the chunk's shift direction μ_q − μ_p. Exact
-        // PFR gives N(0, 1); a finite candidate set biases it toward p (negative).
         let mut proj = Vec::new();
         for (i, ((x, mq), &(_, sp, sq))) in xs.iter().zip(&mu_qs).zip(&steps).enumerate() {
             let (mu_p, _) = make_step(1000 + i as u64, dims, steps[i].0, sp, sq);
             for (&xv, &m) in x.iter().zip(mq) {
                 res.push((xv as f64 - m as f64) / sq as f64);
             }
-            let plan = plan_chunks(stats[i].q, &params, dims).unwrap();
-            let perm = partition(
-                StepKey {
-                    seed: 42,
-                    step: i as u32,
-                },
-                dims,
-            );
+            let plan = plan_chunks(stats[i].q, params, dims).unwrap();
+            let perm = partition(StepKey { seed: 42, step: i as u32 }, dims);
             for c in 0..plan.chunks {
                 let dc = &perm[chunk_range(c, plan.chunks, dims)];
-                let dir: Vec<f64> = dc
-                    .iter()
-                    .map(|&d| mq[d as usize] as f64 - mu_p[d as usize] as f64)
-                    .collect();
+                let dir: Vec<f64> = dc.iter().map(|&d| mq[d as usize] as f64 - mu_p[d as usize] as f64).collect();
                 let norm = dir.iter().map(|d| d * d).sum::<f64>().sqrt();
                 let pr: f64 = dc
                     .iter()
                     .zip(&dir)
-                    .map(|(&d, v)| {
-                        (x[d as usize] as f64 - mq[d as usize] as f64) / sq as f64 * v / norm
-                    })
+                    .map(|(&d, v)| (x[d as usize] as f64 - mq[d as usize] as f64) / sq as f64 * v / norm)
                     .sum();
                 proj.push(pr);
             }
@@ -545,19 +554,33 @@ mod tests {
         let pm = proj.iter().sum::<f64>() / np;
         let pv = proj.iter().map(|p| (p - pm).powi(2)).sum::<f64>() / np;
         println!(
-            "faithfulness: n={n} mean={mean:.4} var={var:.4} KS={d:.4} (1% crit {:.4}); \
+            "faithfulness (tilt {}): n={n} mean={mean:.4} var={var:.4} KS={d:.4} (1% crit {:.4}); \
              per-chunk projection on the shift: mean {pm:.3} ± {:.3}, var {pv:.3} over {np} chunks \
              (exact: 0, 1); over-budget {over}/{chunks}; words {}",
+            params.tilt,
             1.63 / n.sqrt(),
             1.0 / np.sqrt(),
             enc.words.len()
         );
-        assert!(mean.abs() < 4.0 / n.sqrt(), "mean {mean}");
-        assert!((var - 1.0).abs() < 0.05, "var {var}");
-        assert!(d < 1.63 / n.sqrt() * 1.5, "KS {d}");
-        // Loose: margin 6 gives a measurable pull toward p (about −0.2 per chunk, see report).
-        assert!(pm > -0.6 && pm < 0.4, "projection mean {pm}");
-        assert!(pv > 0.5 && pv < 1.5, "projection var {pv}");
+        (mean, var, d, pm, pv, n)
+    }
+
+    #[test]
+    fn faithfulness_whitened_residuals_are_standard_normal() {
+        // What every dimension sees: standard normal residuals, at the defaults and untilted.
+        // Along each chunk's shift (one direction of ≈ 100 dims) the two differ, as measured
+        // (bench/rcc/README.md): plain PFR with 2^(KL+3) candidates falls short of q's mean
+        // (≈ −0.4 σ); the default tilt 1.2 recentres it (|mean| < 0.15 here) at the cost of
+        // a narrower spread (variance ≈ 0.3 instead of 1).
+        for (tilt, pm_range, pv_range) in [(1.0, (-0.8, -0.15), (0.35, 1.2)), (1.2, (-0.2, 0.2), (0.1, 0.6))] {
+            let params = RccParams { tilt, ..RccParams::default() };
+            let (mean, var, d, pm, pv, n) = faithfulness(&params);
+            assert!(mean.abs() < 4.0 / n.sqrt(), "tilt {tilt}: mean {mean}");
+            assert!((var - 1.0).abs() < 0.05, "tilt {tilt}: var {var}");
+            assert!(d < 1.63 / n.sqrt() * 1.5, "tilt {tilt}: KS {d}");
+            assert!(pm > pm_range.0 && pm < pm_range.1, "tilt {tilt}: projection mean {pm}");
+            assert!(pv > pv_range.0 && pv < pv_range.1, "tilt {tilt}: projection var {pv}");
+        }
     }
 
     #[test]

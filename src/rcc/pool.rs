@@ -1,4 +1,4 @@
-//! The shared candidate pool of the chunked PFR (format version 3).
+//! The shared candidate pool of the chunked PFR (format versions 3 and 4).
 //!
 //! # Why a pool
 //!
@@ -7,7 +7,7 @@
 //! step whatever the chunking, which capped the first implementation at `L ≈ 12` and 6-bit
 //! chunks (≈ 2.5–3 bits of index overhead each: 1.45–1.57× the KL). Here every candidate is a
 //! row of one fixed matrix `P` of `POOL_ROWS × POOL_COLS` standard normals, generated once per
-//! process, and the encoder scores all chunks of a step as one matrix product against a window
+//! process, and the encoder scores all chunks of a step as matrix products against a window
 //! of its rows (the project's deterministic GEMM): ≈ 50× cheaper per element, so 2^16–2^18
 //! candidates per chunk fit the CPU budget.
 //!
@@ -47,34 +47,38 @@ pub const POOL_KEY: u64 = 0x504F_4F4C_0000_0003; // "POOL", v3
 const TAG_WINDOW: u64 = 0x57494E44; // "WIND"
 const TAG_SIGNS: u64 = 0x5349474E; // "SIGN"
 
-/// The pool, generated on first use, stored **column-major** (`pool()[k * POOL_ROWS + r] =
-/// P[r, k]`, 128 MiB): the encoder's GEMM then runs over candidates as its long, vectorised
-/// dimension (`POOL_ROWS` floats per column; [`super::pfr`]). Rows are generated in parallel;
-/// the values do not depend on the thread count.
+/// Candidates per panel of the in-memory layout.
+pub const PANEL: usize = 16;
+
+/// The pool, generated on first use, stored **panel-major** (128 MiB): rows are grouped in
+/// panels of [`PANEL`] candidates, and a panel holds its `POOL_COLS × PANEL` values column by
+/// column, `pool()[(r / PANEL) * POOL_COLS * PANEL + k * PANEL + r % PANEL] = P[r, k]`
+/// ([`index`]). The encoder's GEMM then reads one contiguous 4 KiB panel per 16 candidates,
+/// with the candidates as its vectorised dimension ([`super::pfr`]); a column-major layout
+/// (one 2 MiB stride per column) made the same product latency-bound. The layout is private
+/// to this process: the values, not their order in memory, are the format. Panels are
+/// generated in parallel; the values do not depend on the thread count.
 pub fn pool() -> &'static [f32] {
     static POOL: OnceLock<Vec<f32>> = OnceLock::new();
     POOL.get_or_init(|| {
-        const G: usize = 4096;
         let mut p = vec![0f32; POOL_ROWS * POOL_COLS];
-        let blocks: Vec<Vec<f32>> = (0..POOL_ROWS / G)
-            .into_par_iter()
-            .map(|g| {
-                let mut rows = vec![0f32; G * POOL_COLS];
-                for (i, row) in rows.chunks_exact_mut(POOL_COLS).enumerate() {
-                    fill_normals(POOL_KEY, (g * G + i) as u64, row);
-                }
-                rows
-            })
-            .collect();
-        p.par_chunks_mut(POOL_ROWS).enumerate().for_each(|(k, col)| {
-            for (g, rows) in blocks.iter().enumerate() {
-                for i in 0..G {
-                    col[g * G + i] = rows[i * POOL_COLS + k];
+        p.par_chunks_mut(POOL_COLS * PANEL).enumerate().for_each(|(g, panel)| {
+            let mut row = [0f32; POOL_COLS];
+            for i in 0..PANEL {
+                fill_normals(POOL_KEY, (g * PANEL + i) as u64, &mut row);
+                for (k, &v) in row.iter().enumerate() {
+                    panel[k * PANEL + i] = v;
                 }
             }
         });
         p
     })
+}
+
+/// Where `P[r, k]` lies in [`pool`].
+#[inline(always)]
+pub fn index(r: usize, k: usize) -> usize {
+    (r / PANEL) * POOL_COLS * PANEL + k * PANEL + r % PANEL
 }
 
 /// The first `out.len()` (≤ [`POOL_COLS`]) values of pool row `r`, without the pool.
@@ -132,7 +136,7 @@ mod tests {
         for r in [0usize, 1, 777, 4096, POOL_ROWS - 1] {
             let mut row = vec![0f32; 37];
             fill_row_prefix(r, &mut row);
-            let col: Vec<f32> = (0..37).map(|k| p[k * POOL_ROWS + r]).collect();
+            let col: Vec<f32> = (0..37).map(|k| p[index(r, k)]).collect();
             assert_eq!(col, row);
         }
     }
@@ -155,7 +159,7 @@ mod tests {
         let p = pool();
         for k in [0usize, 63, 64, 149] {
             let (s, kk) = (k / POOL_COLS, k % POOL_COLS);
-            let v = p[kk * POOL_ROWS + window_start(seed, step, l, s) + j as usize];
+            let v = p[index(window_start(seed, step, l, s) + j as usize, kk)];
             assert_eq!(z[k], if sg[k] { -v } else { v });
         }
         assert!(sg.iter().any(|&b| b) && sg.iter().any(|&b| !b));
