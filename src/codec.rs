@@ -308,7 +308,7 @@ pub fn encode(
         height: img.height,
         channels: Channels::try_from(img.channels)?,
         taus: diff.schedule.taus().iter().map(|&t| t as u16).collect(),
-        variance: variance_code(p.variance),
+        variance: VarianceCode::from(p.variance),
         params: Params {
             t_max: diff.schedule.t_max() as u16,
             batch_tiles: batch as u16,
@@ -403,26 +403,11 @@ pub fn parse(bytes: &[u8]) -> Result<Stream> {
     bitstream::read_stream(bytes, &bitstream::Limits::default())
 }
 
-/// The stream's code of a variance kind.
-fn variance_code(v: Variance) -> VarianceCode {
-    match v {
-        Variance::Small => VarianceCode::Small,
-        Variance::Large => VarianceCode::Large,
-        Variance::Optimal => VarianceCode::Optimal,
-        Variance::Analytic => VarianceCode::Analytic,
-    }
-}
-
 /// Rebuilds the codec parameters a stream was written with.
 pub fn params_of(h: &Header) -> Result<CodecParams> {
     let hp = &h.params;
     let schedule = Schedule::respaced(hp.t_max as usize, h.taus.iter().map(|&t| t as usize).collect())?;
-    let variance = match h.variance {
-        VarianceCode::Small => Variance::Small,
-        VarianceCode::Large => Variance::Large,
-        VarianceCode::Optimal => Variance::Optimal,
-        VarianceCode::Analytic => Variance::Analytic,
-    };
+    let variance = Variance::from(h.variance);
     let rcc = RccParams {
         chunk_bits: h.chunk_bits(),
         margin_bits: hp.margin_bits as u32,

@@ -15,21 +15,12 @@ pub const FUZZ_MAX_WORK: u64 = 256;
 /// CRC in `check`). Returns false when the fields do not parse (the bytes are left as they
 /// are).
 pub fn reseal(bytes: &mut [u8], model_sha256: &[u8; 32]) -> bool {
-    let Ok(crc_at) = Header::crc_offset(bytes) else { return false };
+    let Ok(at) = Header::seal_offsets(bytes) else { return false };
+    let crc_at = at.header_crc;
     if crc_at + 4 > bytes.len() {
         return false;
     }
-    // model_id: the 4 bytes after the width, height and num_steps varints (SPEC § 1)
-    let mut pos = 6;
-    for _ in 0..3 {
-        while pos < bytes.len() && bytes[pos] & 0x80 != 0 {
-            pos += 1;
-        }
-        pos += 1;
-    }
-    if pos + MODEL_ID_LEN <= crc_at {
-        bytes[pos..pos + MODEL_ID_LEN].copy_from_slice(&model_sha256[..MODEL_ID_LEN]);
-    }
+    bytes[at.model_id..at.model_id + MODEL_ID_LEN].copy_from_slice(&model_sha256[..MODEL_ID_LEN]);
     let lossy = bytes[5] & 1 == 0;
     if lossy {
         let body = &bytes[crc_at + 4..];

@@ -58,6 +58,7 @@ use crate::diffusion::{Denoiser, Diffusion};
 use crate::error::{Error, Result};
 use crate::image_io::RasterImage;
 use crate::model::Model;
+use crate::bitstream::header::VarianceCode;
 use crate::schedule::{Schedule, Variance};
 use crate::tiling::TileGrid;
 
@@ -162,22 +163,11 @@ pub struct UnpackReport {
 }
 
 fn variance_code(v: Variance) -> u8 {
-    match v {
-        Variance::Small => 0,
-        Variance::Large => 1,
-        Variance::Optimal => 2,
-        Variance::Analytic => 3,
-    }
+    VarianceCode::from(v).code()
 }
 
 fn variance_of(c: u8) -> Result<Variance> {
-    Ok(match c {
-        0 => Variance::Small,
-        1 => Variance::Large,
-        2 => Variance::Optimal,
-        3 => Variance::Analytic,
-        _ => return Err(Error::Format(format!("variance code {c}"))),
-    })
+    Ok(VarianceCode::try_from(c)?.into())
 }
 
 /// The initial stack words: word j = splitmix64 of `seed + (j + 1)·0x9E3779B97F4A7C15`.

@@ -137,6 +137,31 @@ impl TryFrom<u8> for VarianceCode {
     }
 }
 
+/// The one mapping between the reverse-variance kinds and their code (streams and archives).
+impl From<crate::schedule::Variance> for VarianceCode {
+    fn from(v: crate::schedule::Variance) -> Self {
+        use crate::schedule::Variance;
+        match v {
+            Variance::Small => VarianceCode::Small,
+            Variance::Large => VarianceCode::Large,
+            Variance::Optimal => VarianceCode::Optimal,
+            Variance::Analytic => VarianceCode::Analytic,
+        }
+    }
+}
+
+impl From<VarianceCode> for crate::schedule::Variance {
+    fn from(c: VarianceCode) -> Self {
+        use crate::schedule::Variance;
+        match c {
+            VarianceCode::Small => Variance::Small,
+            VarianceCode::Large => Variance::Large,
+            VarianceCode::Optimal => Variance::Optimal,
+            VarianceCode::Analytic => Variance::Analytic,
+        }
+    }
+}
+
 /// How the coded timesteps are stored (field `schedule_kind`). The writer picks the code from
 /// the taus ([`Header::schedule_kind`]); a reader rejects any other choice, so every header has
 /// exactly one encoding.
@@ -233,6 +258,15 @@ impl Default for Params {
             skip_below_q8: (r.skip_below_bits * 256.0).round() as u16,
         }
     }
+}
+
+/// Where [`Header::seal_offsets`] found the fields a resealing tool rewrites.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SealOffsets {
+    /// First byte of `model_id`.
+    pub model_id: usize,
+    /// First byte of `header_crc` (`check` is the 4 bytes before it).
+    pub header_crc: usize,
 }
 
 /// The header of a version-4 stream (format/SPEC.md § 1). K is `taus.len()`.
@@ -516,7 +550,7 @@ impl Header {
 
     /// Reads the header at the start of `bytes` (SPEC § 7); returns it and its byte length.
     pub fn read(bytes: &[u8], limits: &Limits) -> Result<(Header, usize)> {
-        let (h, kind, crc_end) = Self::read_fields(bytes)?;
+        let (h, kind, crc_end, _) = Self::read_fields(bytes)?;
         let crc = Reader { b: bytes, pos: crc_end }.u32("header_crc")?;
         if crc32fast::hash(&bytes[..crc_end]) != crc {
             return Err(Error::Checksum("header CRC mismatch".into()));
@@ -532,20 +566,22 @@ impl Header {
         Ok((h, crc_end + 4))
     }
 
-    /// The byte offset of `header_crc` in `bytes` (the fields parsed, nothing checked but their
-    /// syntax): for tools that reseal mutated streams (fuzzing).
-    pub fn crc_offset(bytes: &[u8]) -> Result<usize> {
-        Ok(Self::read_fields(bytes)?.2)
+    /// The byte offsets of `model_id` and of `header_crc` in `bytes` (the fields parsed,
+    /// nothing checked but their syntax): for tools that reseal mutated streams (fuzzing).
+    pub fn seal_offsets(bytes: &[u8]) -> Result<SealOffsets> {
+        let (_, _, header_crc, model_id) = Self::read_fields(bytes)?;
+        Ok(SealOffsets { model_id, header_crc })
     }
 
     /// Steps 1–2 of SPEC § 7: the fields up to `header_crc`, syntax and structural bounds only.
-    fn read_fields(bytes: &[u8]) -> Result<(Header, ScheduleKind, usize)> {
+    fn read_fields(bytes: &[u8]) -> Result<(Header, ScheduleKind, usize, usize)> {
         read_magic_and_version(bytes)?;
         let mut r = Reader { b: bytes, pos: 5 };
         let flags = r.u8("flags")?;
         let width = r.varint("width", 32)? as u32;
         let height = r.varint("height", 32)? as u32;
         let k = r.varint("num_steps", 32)?;
+        let model_id_at = r.pos;
         let model_id: [u8; MODEL_ID_LEN] = r.take(MODEL_ID_LEN, "model_id")?.try_into().expect("4 bytes");
         let channels = Channels::from_flag_code((flags >> 1) & 3)?;
         let kind = ScheduleKind::try_from((flags >> 4) & 3)?;
@@ -598,7 +634,7 @@ impl Header {
         let body_words = r.varint("body_words", 32)? as u32;
         let check = r.u32("check")?;
         let h = Header { model_id, width, height, channels, taus, variance, params, lossless: flags & FLAG_LOSSLESS != 0, body_words, check };
-        Ok((h, kind, r.pos))
+        Ok((h, kind, r.pos, model_id_at))
     }
 
     /// A multi-line human-readable summary.
@@ -711,6 +747,16 @@ mod tests {
             let mut c = b.clone();
             c[i / 8] ^= 1 << (i % 8);
             assert!(Header::read(&c, &Limits::default()).is_err(), "bit {i}");
+        }
+    }
+
+    #[test]
+    fn seal_offsets_point_at_model_id_and_crc() {
+        for h in [sample(), Header { params: Params::default(), ..sample() }] {
+            let b = h.encode().unwrap();
+            let at = Header::seal_offsets(&b).unwrap();
+            assert_eq!(b[at.model_id..at.model_id + MODEL_ID_LEN], h.model_id);
+            assert_eq!(at.header_crc, b.len() - 4);
         }
     }
 
