@@ -1,5 +1,7 @@
 //! Channel-simulation sweep (issue #12): encodes images with each (chunk bits, margin) pair and
 //! prints one CSV row per setting: whole-file and chain-alone actual/ideal, container bytes,
+//! faithfulness of the coded samples (whitened residual mean/variance; per chunk, the residual
+//! projected on the shift μ_q − μ_p: exact sampling gives 0 and 1),
 //! encode CPU seconds per image, and the chunks' over-budget share.
 //!
 //!   cargo run --release --example rcc_sweep -- DATA N STEPS VARIANCE "B:M,B:M,..." [MODEL_DIR]
@@ -30,7 +32,7 @@ fn main() -> ddpm_codec::Result<()> {
     let images = load_inputs(std::path::Path::new(&a[1]), Some(a[2].parse().unwrap()))?;
     let steps: usize = a[3].parse().unwrap();
     let model = Model::load(a.get(6).map(std::path::Path::new))?;
-    println!("chunk_bits,margin_bits,max_log2,skip_below_bits,tilt,images,file_actual_over_ideal,chain_actual_over_kl,container_bytes,actual_bpd,ideal_bpd,encode_cpu_s_per_image,chunks_per_image,over_budget_share,index_bpd,step_info_bpd,skipped_steps_per_image");
+    println!("chunk_bits,margin_bits,max_log2,skip_below_bits,tilt,images,file_actual_over_ideal,chain_actual_over_kl,container_bytes,actual_bpd,ideal_bpd,encode_cpu_s_per_image,chunks_per_image,over_budget_share,index_bpd,step_info_bpd,skipped_steps_per_image,resid_mean,resid_var,shift_proj_mean,shift_proj_var");
     for bm in a[5].split(',') {
         // B:M (max 2^19 candidates, as in bench/rcc/) or B:M:MAX_LOG2
         let f: Vec<&str> = bm.split(':').collect();
@@ -43,6 +45,7 @@ fn main() -> ddpm_codec::Result<()> {
         let (mut file_bits, mut ideal, mut chain_bits, mut chain_kl, mut head, mut dims) = (0.0, 0.0, 0.0, 0.0, 0usize, 0usize);
         let (mut chunks, mut over) = (0usize, 0usize);
         let (mut index_bits, mut info_bits, mut skipped) = (0.0f64, 0.0f64, 0usize);
+        let mut faith = ddpm_codec::rcc::Faithfulness::default();
         let c0 = cpu_secs();
         for img in &images {
             let (bytes, rep) = codec::encode(&model, &img.image, &p, &mut |_, _| {}, None)?;
@@ -60,10 +63,11 @@ fn main() -> ddpm_codec::Result<()> {
             index_bits += rep.packets.iter().map(|q| q.index_bits).sum::<f64>();
             info_bits += rep.packets.iter().map(|q| q.step_info_bits).sum::<f64>();
             skipped += rep.packets.iter().filter(|q| q.t_after > 0 && q.chunks == 0).count();
+            rep.packets.iter().for_each(|q| faith.add(&q.faith));
         }
         let n = images.len() as f64;
         println!(
-            "{b},{m},{max_l},{skip},{tilt},{},{:.4},{:.4},{:.2},{:.4},{:.4},{:.3},{:.1},{:.4},{:.4},{:.4},{:.1}",
+            "{b},{m},{max_l},{skip},{tilt},{},{:.4},{:.4},{:.2},{:.4},{:.4},{:.3},{:.1},{:.4},{:.4},{:.4},{:.1},{:.4},{:.4},{:.4},{:.4}",
             images.len(),
             file_bits / ideal,
             chain_bits / chain_kl,
@@ -75,7 +79,11 @@ fn main() -> ddpm_codec::Result<()> {
             over as f64 / chunks.max(1) as f64,
             index_bits / dims as f64,
             info_bits / dims as f64,
-            skipped as f64 / n
+            skipped as f64 / n,
+            faith.residual().0,
+            faith.residual().1,
+            faith.projection().0,
+            faith.projection().1
         );
     }
     Ok(())

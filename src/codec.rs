@@ -99,6 +99,8 @@ pub struct PacketReport {
     pub index_bits: f64,
     /// Code length of the step's side information under the float model (bits).
     pub step_info_bits: f64,
+    /// Faithfulness sums of the coded sample (empty for skipped and final steps).
+    pub faith: rcc::Faithfulness,
 }
 
 /// The encoder's account of a stream: ideal versus actual bits.
@@ -264,6 +266,7 @@ pub fn encode(
             over_budget_chunks: stats.over_budget_chunks as usize,
             index_bits: stats.index_bits_ideal,
             step_info_bits: stats.step_info_bits_ideal,
+            faith: stats.faith,
         });
         step_stats.push(stats);
         x = x_new;
@@ -294,6 +297,7 @@ pub fn encode(
             over_budget_chunks: 0,
             index_bits: 0.0,
             step_info_bits: 0.0,
+            faith: rcc::Faithfulness::default(),
         });
     }
     progress(total_calls, total_calls);

@@ -32,8 +32,49 @@ class Schedule:
         taus = [int(round((i + 1) * T / K)) for i in range(K)]
         return Schedule(T=T, taus=taus)
 
-    def sigma2(self, variance):
-        return self.beta if variance == "large" else self.beta_tilde_clipped
+    @staticmethod
+    def dense(K, T=1000):
+        """The codec's default chain (src/schedule.rs quadratic_taus): tau_i = round-half-even
+        of T*i^2/K^2, i = 1..K, made strictly increasing (forward: at least prev + 1;
+        backward: the last is T and each leaves room for the next)."""
+        def rhe(n, d):
+            q, r = divmod(n, d)
+            return q + 1 if 2 * r > d else (q + (q & 1) if 2 * r == d else q)
+        raw = [rhe(T * i * i, K * K) for i in range(1, K + 1)]
+        taus, prev = [], 0
+        for r in raw:
+            prev = max(r, prev + 1)
+            taus.append(prev)
+        nxt = T + 1
+        for j in range(K - 1, -1, -1):
+            cap = nxt - 1
+            if taus[j] > cap or nxt == T + 1:
+                taus[j] = cap
+            nxt = taus[j]
+        return Schedule(T=T, taus=taus)
+
+    def sigma2(self, variance, tables=None):
+        """Reverse variance per chain step. "optimal" (src/schedule.rs optimal_sigma2) needs the
+        model's calibrated tables {"x0_mse", "final_std"} (per model time t = 1..T):
+        beta_tilde + c0^2 * mse(t) for steps i >= 1, final_std(t)^2 at the first step."""
+        if variance == "large":
+            return self.beta
+        if variance == "small":
+            return self.beta_tilde_clipped
+        if variance != "optimal":
+            raise ValueError(f"variance {variance!r} (small, large or optimal)")
+        if tables is None:
+            raise ValueError("variance optimal needs the model's variance tables")
+        out = np.empty(len(self.taus))
+        for i, t in enumerate(self.taus):
+            if i == 0:
+                fs = tables["final_std"]
+                sd = fs[t - 1] if t <= len(fs) else math.sqrt(tables["x0_mse"][t - 1])
+                out[i] = max(sd, 2.0 / 255.0 / 10.0) ** 2
+            else:
+                c0 = math.sqrt(self.abar_prev[i]) * self.beta[i] / (1 - self.abar[i])
+                out[i] = self.beta_tilde[i] + c0 * c0 * max(tables["x0_mse"][t - 1], 0.0)
+        return out
 
 
 def normal_kl(mu1, var1, mu2, var2):
@@ -60,7 +101,7 @@ def discretized_gaussian_log_likelihood(x, mean, std):
 
 
 @torch.no_grad()
-def bits_per_dim(model, x0, sched: Schedule, variance="small", gen=None):
+def bits_per_dim(model, x0, sched: Schedule, variance="small", gen=None, tables=None):
     """Exact bound over every step of the chain for a batch x0 in [-1,1]. Returns dict of per-image tensors (bits/dim)."""
     B = x0.shape[0]
     D = x0[0].numel()
@@ -71,7 +112,7 @@ def bits_per_dim(model, x0, sched: Schedule, variance="small", gen=None):
     mu = math.sqrt(abarT) * x0d
     var = torch.full_like(mu, 1.0 - abarT)
     out["prior"] = normal_kl(mu, var, torch.zeros_like(mu), torch.ones_like(mu)).flatten(1).sum(1) / (D * math.log(2))
-    s2 = sched.sigma2(variance)
+    s2 = sched.sigma2(variance, tables)
     for i in range(K):
         t = int(sched.taus[i])
         abar, abar_prev = sched.abar[i], sched.abar_prev[i]

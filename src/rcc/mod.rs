@@ -125,6 +125,52 @@ pub struct StepStats {
     pub step_info_bits_ideal: f64,
     /// Candidates scored in all (Σ 2^L over chunks).
     pub candidates: u64,
+    /// The coded sample's faithfulness to q (coded chunks only).
+    pub faith: Faithfulness,
+}
+
+/// Sums that measure how faithful coded samples are to q: the whitened residuals
+/// r = (x − μ_q)/σ_q (exact sampling: N(0, 1) in every dimension) and, per chunk, r projected
+/// on the chunk's shift direction μ_q − μ_p (exact: N(0, 1); a finite candidate set pulls it
+/// negative, [`RccParams::tilt`] pushes it back). Sums, so steps and images add up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Faithfulness {
+    pub resid_sum: f64,
+    pub resid_sq_sum: f64,
+    pub resid_n: u64,
+    pub proj_sum: f64,
+    pub proj_sq_sum: f64,
+    pub proj_n: u64,
+}
+
+impl Faithfulness {
+    /// Adds another set of sums.
+    pub fn add(&mut self, o: &Faithfulness) {
+        self.resid_sum += o.resid_sum;
+        self.resid_sq_sum += o.resid_sq_sum;
+        self.resid_n += o.resid_n;
+        self.proj_sum += o.proj_sum;
+        self.proj_sq_sum += o.proj_sq_sum;
+        self.proj_n += o.proj_n;
+    }
+
+    fn mean_var(sum: f64, sq: f64, n: u64) -> (f64, f64) {
+        if n == 0 {
+            return (f64::NAN, f64::NAN);
+        }
+        let m = sum / n as f64;
+        (m, sq / n as f64 - m * m)
+    }
+
+    /// Mean and variance of the whitened residuals.
+    pub fn residual(&self) -> (f64, f64) {
+        Self::mean_var(self.resid_sum, self.resid_sq_sum, self.resid_n)
+    }
+
+    /// Mean and variance of the per-chunk projections on the shift.
+    pub fn projection(&self) -> (f64, f64) {
+        Self::mean_var(self.proj_sum, self.proj_sq_sum, self.proj_n)
+    }
 }
 
 /// The chunk plan of a step, derived identically on both sides from `q`.

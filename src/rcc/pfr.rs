@@ -321,6 +321,24 @@ pub fn encode_step(
             if kl_c > l as f64 - 2.0 {
                 stats.over_budget_chunks += 1;
             }
+            // faithfulness: whitened residuals, and their projection on the chunk's shift
+            let (mut dot, mut nn) = (0.0f64, 0.0f64);
+            for &d in dims_c {
+                let d = d as usize;
+                let r = (x[d] as f64 - mu_q[d] as f64) / sq;
+                let s = mu_q[d] as f64 - mu_p[d] as f64;
+                stats.faith.resid_sum += r;
+                stats.faith.resid_sq_sum += r * r;
+                dot += r * s;
+                nn += s * s;
+            }
+            stats.faith.resid_n += dims_c.len() as u64;
+            if nn > 0.0 {
+                let pr = dot / nn.sqrt();
+                stats.faith.proj_sum += pr;
+                stats.faith.proj_sq_sum += pr * pr;
+                stats.faith.proj_n += 1;
+            }
         }
     }
     Ok((x, stats))
