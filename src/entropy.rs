@@ -23,10 +23,13 @@
 //!
 //! # Models
 //!
-//! * step info: `q` in 0..=255 coded as the delta to the previous step's `q` with a fixed
-//!   two-sided geometric distribution on −255..=255, P(d) ∝ 4^−|d| (P(0) = 0.6).
-//! * PFR index: truncated Zipf P(j) ∝ (j + 1)^−s on 0..2^L, s = 1 + 1/(KL_bucket/4 + 0.48) with
-//!   the chunk's estimated KL rounded to a quarter bit ([`IndexModelKey`]). Weights are computed
+//! * step info: `q` in 0..=255 coded as the delta to the previous step's `q`, adaptively: a
+//!   two-sided geometric prior on −255..=255, P(d) ∝ 4^−|d| (P(0) = 0.6), with 2 pseudo-counts,
+//!   plus the counts of the stream's earlier deltas (format 4).
+//! * PFR index: truncated Zipf P(j) ∝ (j + 1)^−s on 0..2^L, s = 0.65 + 1.3/(KL_bucket/4 + 0.48)
+//!   with the chunk's estimated KL rounded to a quarter bit ([`IndexModelKey`]); the constants
+//!   are a maximum-likelihood fit to the default encoder's indices (format 4, see
+//!   [`IndexModelKey::exponent`]). Weights are computed
 //!   with the deterministic `rng::det_exp`/`rng::det_ln`, so models are bit-identical on every
 //!   platform; models are cached per key.
 //! * pixels (final step x_1 → x_0): discretised Gaussian on 0..=255 in pixel units,
@@ -52,14 +55,20 @@
 //! let key = IndexModelKey::new(6, 3.0).unwrap();
 //! w.write_index(5, key).unwrap();
 //! w.begin_step();
+//! // adaptive side information: the delta +1 is counted, so the next delta (0) is coded
+//! // with the weights 2·g(d) + [d = +1]
+//! w.write_step_info(13, 12).unwrap();
+//! w.write_step_info(13, 13).unwrap();
 //! w.write_pixels(&[0, 128, 255], &[-1.0, 0.0, 1.0], 0.02).unwrap();
 //! let enc = w.finish().unwrap();
-//! assert_eq!(enc.words, [0x0082_abf9, 0xccff_ff0b]);
+//! assert_eq!(enc.words, [0x07c5_80d1, 0xeaff_ff0b]);
 //! // the first step already needs both words (they prime the decoder's 64-bit state)
 //! assert_eq!(enc.words_needed, [2, 2]);
 //! let mut r = SymbolReader::new(&enc.words).unwrap();
 //! assert_eq!(r.read_step_info(0).unwrap(), 12);
 //! assert_eq!(r.read_index(key).unwrap(), 5);
+//! assert_eq!(r.read_step_info(12).unwrap(), 13);
+//! assert_eq!(r.read_step_info(13).unwrap(), 13);
 //! let mut px = [0u8; 3];
 //! r.read_pixels(&[-1.0, 0.0, 1.0], 0.02, &mut px).unwrap();
 //! assert_eq!(px, [0, 128, 255]);
@@ -283,9 +292,14 @@ impl IndexModelKey {
         1 << self.log2_n
     }
 
-    /// The Zipf exponent s = 1 + 1/(kl_bucket/4 + 0.48).
+    /// The Zipf exponent s = 0.65 + 1.3/(kl_bucket/4 + 0.48) (format 4). Fitted by maximum
+    /// likelihood to the indices the default encoder (tilt 1.2, margin 3) chose: 12,717 chunks
+    /// of the first 20 CIFAR-10 test images at K = 50 and 4,200 of the first 3 at K = 1000.
+    /// Mean code length 13.80 → 13.10 bits per chunk at K = 50 and 8.69 → 8.31 at K = 1000
+    /// against version 3's s = 1 + 1/(KL + 0.48) (Li & El Gamal's bound). The tilted target
+    /// pushes the choice toward the top of the candidate range, hence s < 1 for large chunks.
     pub fn exponent(&self) -> f64 {
-        1.0 + 1.0 / (self.kl_bucket as f64 * 0.25 + 0.48)
+        0.65 + 1.3 / (self.kl_bucket as f64 * 0.25 + 0.48)
     }
 }
 
