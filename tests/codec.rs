@@ -130,6 +130,25 @@ fn encode_on_one_thread_decode_on_two() {
 }
 
 #[test]
+fn the_tilt_is_the_encoders_choice_alone() {
+    // streams encoded with different tilts differ, and all decode bit-exactly with a decoder
+    // that does not know the tilt (it is not in the stream)
+    let m = tiny();
+    let img = image(32, 32, 3);
+    let mut streams = Vec::new();
+    for tilt in [1.0, 1.2, 1.6] {
+        let mut p = params(4);
+        p.rcc.tilt = tilt;
+        let (bytes, _) = codec::encode(&m, &img, &p, &mut no_progress(), None).unwrap();
+        let (out, drep) = codec::decode(&m, &bytes, &DecodeOptions::default(), &mut no_progress()).unwrap();
+        assert!(drep.lossless);
+        assert_eq!(out, img, "tilt {tilt}");
+        streams.push(bytes);
+    }
+    assert!(streams[0] != streams[1] && streams[1] != streams[2]);
+}
+
+#[test]
 fn wrong_model_and_corruption_are_clear_errors() {
     let m = tiny();
     let img = image(32, 32, 3);

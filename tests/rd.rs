@@ -314,3 +314,28 @@ fn inputs_load_from_a_file_and_a_folder() {
     let _ = std::fs::remove_dir_all(&d);
     let _ = std::fs::remove_dir(d.parent().unwrap()); // only if empty
 }
+
+#[test]
+fn the_bound_of_a_large_image_is_the_bound_of_its_tiles() {
+    // a 64×32 image is two 32×32 tiles: its bound equals the bound of the two halves given as
+    // two images (same tiles, same order, same noise); an image whose sides are not
+    // multiples of 32 gets a note instead of a bound
+    let m = tiny();
+    let p = params(3);
+    let wide = image(64, 32, 3, 0);
+    let half = |x0: usize| {
+        let mut d = Vec::new();
+        for y in 0..32 {
+            d.extend_from_slice(&wide.data[(y * 64 + x0) * 3..(y * 64 + x0 + 32) * 3]);
+        }
+        RasterImage::new(32, 32, 3, d).unwrap()
+    };
+    let extras = rd::LosslessExtras { bitsback: None, bound: true };
+    let one = rd::bench_lossless_with(&m, &[named("wide", wide.clone())], &p, &Tools::default(), false, &extras, &mut no_progress()).unwrap();
+    let two = rd::bench_lossless_with(&m, &[named("l", half(0)), named("r", half(32))], &p, &Tools::default(), false, &extras, &mut no_progress()).unwrap();
+    let (b1, b2) = (one.bound.expect("bound of the wide image"), two.bound.expect("bound of the halves"));
+    assert_eq!(b1.images, 2);
+    assert_eq!(b1.total_bits_per_dim.to_bits(), b2.total_bits_per_dim.to_bits());
+    let odd = rd::bench_lossless_with(&m, &[named("odd", image(40, 32, 3, 0))], &p, &Tools::default(), false, &extras, &mut no_progress()).unwrap();
+    assert!(odd.bound.is_none() && odd.notes.iter().any(|n| n.contains("multiples of 32")));
+}
