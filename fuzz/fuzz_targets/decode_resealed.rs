@@ -3,7 +3,7 @@
 //! mutations reach the entropy decoder, the channel simulation and the lossless step, not only
 //! the header CRC. Must never panic (errors are fine); the work limit keeps each run short.
 //!
-//! Run: `cargo fuzz run decode_resealed fuzz/corpus/decode format/vectors`
+//! Run (stable Rust): `RUSTC_BOOTSTRAP=1 cargo fuzz run -s none decode_resealed fuzz/corpus/decode format/vectors`
 #![no_main]
 
 use std::sync::OnceLock;

@@ -3,7 +3,7 @@
 //! scheme, which the reader does not constrain: then the re-written archive must read back
 //! to the same archive).
 //!
-//! Run: `cargo +nightly fuzz run read_archive fuzz/corpus/read_archive format/vectors`
+//! Run (stable Rust): `RUSTC_BOOTSTRAP=1 cargo fuzz run -s none read_archive fuzz/corpus/read_archive format/vectors`
 #![no_main]
 
 use ddpm_codec::bitsback::{read_archive, write_archive, ArchiveLimits};

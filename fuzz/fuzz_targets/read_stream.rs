@@ -1,7 +1,7 @@
 //! Fuzz target: `read_stream` on arbitrary bytes must never panic, and whatever it accepts
 //! as complete must be the canonical encoding of what it returned.
 //!
-//! Run: `cargo fuzz run read_stream fuzz/corpus/read_stream format/vectors`
+//! Run (stable Rust): `RUSTC_BOOTSTRAP=1 cargo fuzz run -s none read_stream fuzz/corpus/read_stream format/vectors`
 #![no_main]
 
 use ddpm_codec::bitstream::{read_stream, write_stream, Limits};
