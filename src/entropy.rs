@@ -223,11 +223,12 @@ impl StepInfoModel {
         self.cat.as_ref().expect("built above")
     }
 
-    /// −log2 of the float model's probability of `sym` (the ideal cost).
+    /// −log2 of the float model's probability of `sym` (the ideal cost): the weights sum to
+    /// the prior's mass plus one per counted delta.
     fn ideal_bits(&self, sym: u32) -> f64 {
-        let w = self.weights();
-        let total: f64 = w.iter().sum();
-        -(w[sym as usize] / total).log2()
+        let counted = self.coded.saturating_sub(1) as f64;
+        let w = self.prior[sym as usize] + self.counts[sym as usize] as f64;
+        -(w / (STEP_INFO_PRIOR_MASS + counted)).log2()
     }
 
     /// Counts `sym` (after it was coded).

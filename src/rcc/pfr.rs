@@ -135,6 +135,16 @@ fn score_group(key: StepKey, l: u32, group: std::ops::Range<usize>, coef: &[Vec<
     let counts: Vec<Vec<usize>> = (0..blocks)
         .map(|s| group.clone().map(|c| coef[c].len().saturating_sub(s * cols).min(cols)).collect())
         .collect();
+    // the distinct column counts of each block, ascending (chunks differ by one dimension)
+    let distinct: Vec<Vec<usize>> = counts
+        .iter()
+        .map(|cs| {
+            let mut d: Vec<usize> = cs.iter().copied().filter(|&x| x > 0).collect();
+            d.sort_unstable();
+            d.dedup();
+            d
+        })
+        .collect();
     const RANGE: usize = 2048;
     let ranges = nc.div_ceil(RANGE);
     let parts: Vec<Vec<f32>> = (0..ranges)
@@ -142,7 +152,7 @@ fn score_group(key: StepKey, l: u32, group: std::ops::Range<usize>, coef: &[Vec<
         .map(|r| {
             let (j0, w) = (r * RANGE, RANGE.min(nc - r * RANGE));
             let mut c = vec![0f32; g * w];
-            score_range(key, l, j0, w, &am, &counts, a_coef, &mut c);
+            score_range(key, l, j0, w, &am, &counts, &distinct, a_coef, &mut c);
             c
         })
         .collect();
@@ -161,22 +171,12 @@ fn score_group(key: StepKey, l: u32, group: std::ops::Range<usize>, coef: &[Vec<
 /// one small GEMM (g chunks × ≤ 16 candidates × 64 columns), then `a_coef` times the
 /// candidates' squared norms over the columns each chunk uses.
 #[allow(clippy::too_many_arguments)]
-fn score_range(key: StepKey, l: u32, j0: usize, w: usize, am: &[Vec<f32>], counts: &[Vec<usize>], a_coef: f32, c: &mut [f32]) {
+fn score_range(key: StepKey, l: u32, j0: usize, w: usize, am: &[Vec<f32>], counts: &[Vec<usize>], distinct: &[Vec<usize>], a_coef: f32, c: &mut [f32]) {
     let be = Backend::detect();
     let cols = pool::POOL_COLS;
     let pw = pool::PANEL;
     let p = pool::pool();
     let g = c.len() / w;
-    // the distinct column counts of each block, ascending (chunks differ by one dimension)
-    let distinct: Vec<Vec<usize>> = counts
-        .iter()
-        .map(|cs| {
-            let mut d: Vec<usize> = cs.iter().copied().filter(|&x| x > 0).collect();
-            d.sort_unstable();
-            d.dedup();
-            d
-        })
-        .collect();
     for (s, a) in am.iter().enumerate() {
         let r_start = pool::window_start(key.seed, key.step, l, s) + j0;
         let mut jj = 0;
