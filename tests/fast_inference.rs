@@ -117,7 +117,8 @@ fn threads_and_backends_are_bit_identical() {
     }
 }
 
-/// A larger random model (the shipped config's shape, 4 levels) agrees with candle too.
+/// A larger random model (the shipped config's shape, 4 levels, with the learned-variance
+/// output of the session-6 trainer) agrees with candle too, on all six output channels.
 #[test]
 fn fast_matches_candle_on_small_config() {
     let cfg = Config {
@@ -129,6 +130,7 @@ fn fast_matches_candle_on_small_config() {
         dropout: 0.0,
         resolution: 32,
         num_groups: 8,
+        learn_sigma: true,
     };
     let vm = candle_nn::VarMap::new();
     let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
@@ -148,7 +150,9 @@ fn fast_matches_candle_on_small_config() {
     let xs = images(2, per, 5);
     let xt = Tensor::from_slice(&xs, (2, 3, 32, 32), &Device::Cpu).unwrap();
     let want = net.forward(&xt, &[250.0, 250.0]).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let got = fast.eps(&xs, 2, 250).unwrap();
+    let got = fast.predict(&xs, 2, 250).unwrap();
+    assert_eq!(got.len(), want.len());
+    assert_eq!(want.len(), 2 * 2 * per, "eps and v");
     let e = max_err(&got, &want);
     println!("small config: max |fast - candle| = {e:e}");
     assert!(e < 1e-4, "{e}");

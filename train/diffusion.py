@@ -77,6 +77,13 @@ class Schedule:
         return out
 
 
+def learned_log_var(v, beta, beta_tilde_clipped):
+    """Improved DDPM's reverse log-variance: f log beta + (1 - f) log beta_tilde, f = (v + 1) / 2,
+    per element; beta and beta_tilde_clipped are the chain step's scalars (src/diffusion.rs)."""
+    f = (v + 1.0) / 2.0
+    return f * math.log(beta) + (1.0 - f) * math.log(beta_tilde_clipped)
+
+
 def normal_kl(mu1, var1, mu2, var2):
     """KL(N(mu1,var1)||N(mu2,var2)) per element, nats."""
     return 0.5 * (torch.log(var2 / var1) + (var1 + (mu1 - mu2) ** 2) / var2 - 1.0)
@@ -112,25 +119,34 @@ def bits_per_dim(model, x0, sched: Schedule, variance="small", gen=None, tables=
     mu = math.sqrt(abarT) * x0d
     var = torch.full_like(mu, 1.0 - abarT)
     out["prior"] = normal_kl(mu, var, torch.zeros_like(mu), torch.ones_like(mu)).flatten(1).sum(1) / (D * math.log(2))
-    s2 = sched.sigma2(variance, tables)
+    learned = variance == "learned"
+    s2 = None if learned else sched.sigma2(variance, tables)
     for i in range(K):
         t = int(sched.taus[i])
         abar, abar_prev = sched.abar[i], sched.abar_prev[i]
         noise = torch.randn(x0.shape, generator=gen, dtype=torch.float64)
         xt = math.sqrt(abar) * x0d + math.sqrt(1 - abar) * noise
-        eps = model(xt.float(), torch.full((B,), t, dtype=torch.long)).double()
+        out_m = model(xt.float(), torch.full((B,), t, dtype=torch.long)).double()
+        C = x0.shape[1]
+        eps = out_m[:, :C]
+        if learned:
+            if out_m.shape[1] != 2 * C:
+                raise ValueError("variance learned needs a learn_sigma model")
+            var_p = torch.exp(learned_log_var(out_m[:, C:], sched.beta[i], sched.beta_tilde_clipped[i]))
+        else:
+            var_p = torch.full_like(xt, s2[i])
         x0_pred = ((xt - math.sqrt(1 - abar) * eps) / math.sqrt(abar)).clamp(-1, 1)
         if i == 0:
             # L_0: discretized Gaussian decoder at the first chain step
             mean = x0_pred
-            ll = discretized_gaussian_log_likelihood(x0d, mean, torch.full_like(mean, math.sqrt(s2[0])))
+            ll = discretized_gaussian_log_likelihood(x0d, mean, var_p.sqrt())
             out["l0"] = -ll.flatten(1).sum(1) / (D * math.log(2))
             continue
         c0 = math.sqrt(abar_prev) * sched.beta[i] / (1 - abar)
         ct = math.sqrt(sched.alpha[i]) * (1 - abar_prev) / (1 - abar)
         mu_q = c0 * x0d + ct * xt
         mu_p = c0 * x0_pred + ct * xt
-        kl = normal_kl(mu_q, torch.full_like(mu_q, sched.beta_tilde[i]), mu_p, torch.full_like(mu_p, s2[i]))
+        kl = normal_kl(mu_q, torch.full_like(mu_q, sched.beta_tilde[i]), mu_p, var_p)
         out["terms"] += kl.flatten(1).sum(1) / (D * math.log(2))
     out["total"] = out["prior"] + out["terms"] + out["l0"]
     return out

@@ -1,8 +1,10 @@
 """Write the parity fixture: a tiny random U-Net and its outputs on fixed inputs.
 
   python train/golden.py --out tests/fixtures/tiny
+  python train/golden.py --out tests/fixtures/tiny_sigma --learn-sigma 1
 
-The Rust test tests/parity.rs loads the same weights and must match eps to 1e-4.
+The Rust test tests/parity.rs loads the same weights and must match eps to 1e-4 (with
+--learn-sigma 1: the network's whole output, eps and v, stored as "eps" with 6 channels).
 """
 import argparse
 import json
@@ -17,9 +19,11 @@ from model import Config, UNet
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="tests/fixtures/tiny")
+    ap.add_argument("--learn-sigma", type=int, default=0)
     a = ap.parse_args()
     torch.manual_seed(1234)
-    cfg = Config(ch=8, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[16], dropout=0.0, num_groups=4)
+    cfg = Config(ch=8, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[16], dropout=0.0, num_groups=4,
+                 learn_sigma=bool(a.learn_sigma))
     m = UNet(cfg).eval()
     with torch.no_grad():
         for name, p in m.named_parameters():

@@ -22,6 +22,10 @@ class Config:
     dropout: float = 0.1
     resolution: int = 32
     num_groups: int = 32
+    # Improved DDPM (Nichol & Dhariwal 2021): the network also outputs v (in_channels more
+    # output channels); the reverse variance is exp(f log beta + (1 - f) log beta_tilde),
+    # f = (v + 1) / 2, per dimension.
+    learn_sigma: bool = False
 
     def to_json(self):
         return json.dumps(asdict(self), indent=2)
@@ -29,6 +33,17 @@ class Config:
     @staticmethod
     def from_dict(d):
         return Config(**d)
+
+
+def widen_to_learned_sigma(sd, in_channels=3):
+    """A state dict of an eps-only network made a learn_sigma one: the extra output channels of
+    conv_out start at zero (v = 0, f = 1/2), the eps channels keep their weights."""
+    sd = dict(sd)
+    for k in ("conv_out.weight", "conv_out.bias"):
+        w = sd[k]
+        if w.shape[0] == in_channels:
+            sd[k] = torch.cat([w, torch.zeros_like(w)], dim=0)
+    return sd
 
 
 def timestep_embedding(t, dim):
@@ -129,7 +144,8 @@ class UNet(nn.Module):
             self.up.insert(0, lvl)  # up[i] is level i, as in the paper's code
         assert not hs_ch
         self.norm_out = nn.GroupNorm(g, cur, eps=1e-6)
-        self.conv_out = nn.Conv2d(cur, cfg.in_channels, 3, padding=1)
+        out_ch = cfg.in_channels * (2 if cfg.learn_sigma else 1)
+        self.conv_out = nn.Conv2d(cur, out_ch, 3, padding=1)
 
     def forward(self, x, t):
         temb = timestep_embedding(t, self.cfg.ch)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model import Config, UNet, num_params
+from model import Config, UNet, num_params, widen_to_learned_sigma
 from data import load_cifar10
 
 
@@ -37,12 +37,22 @@ def main():
     ap.add_argument("--save-every", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--init", help="warm start from this checkpoint (a new run: weights, EMA, Adam "
+                    "moments and counters; an eps-only checkpoint is widened for --learn-sigma)")
+    ap.add_argument("--learn-sigma", type=int, default=0,
+                    help="1: the network also outputs v (Improved DDPM); needs --loss hybrid or vlb")
+    ap.add_argument("--snapshot-every", type=int, default=0,
+                    help="also keep the EMA weights every N steps as snap_STEP.pt (learning curves)")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     os.makedirs(args.out, exist_ok=True)
     cfg = Config.from_dict(json.load(open(args.config)))
+    if args.learn_sigma:
+        cfg.learn_sigma = True
+        if args.loss == "simple":
+            raise SystemExit("--learn-sigma needs --loss hybrid or vlb (L_simple does not train v)")
     dev = torch.device(args.device)
     model = UNet(cfg).to(dev)
     ema = UNet(cfg).to(dev)
@@ -53,7 +63,21 @@ def main():
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, imgs_seen, train_secs = 0, 0, 0.0
     ckpt_path = os.path.join(args.out, "ckpt.pt")
-    if os.path.exists(ckpt_path):
+    if args.init and not os.path.exists(ckpt_path):
+        ck = torch.load(args.init, map_location=dev)
+        widen = widen_to_learned_sigma if cfg.learn_sigma else (lambda sd: sd)
+        model.load_state_dict(widen(ck["model"]))
+        ema.load_state_dict(widen(ck["ema"]))
+        opt.load_state_dict(ck["opt"])
+        # Adam's moments of the widened conv_out: the old channels' moments, zeros for v's
+        for p in model.parameters():
+            st = opt.state.get(p, {})
+            for k in ("exp_avg", "exp_avg_sq"):
+                if k in st and st[k].shape != p.shape:
+                    st[k] = torch.cat([st[k], torch.zeros_like(st[k])], dim=0)
+        step, imgs_seen, train_secs = ck["step"], ck["imgs_seen"], ck.get("train_secs", 0.0)
+        print(f"warm start from {args.init} at step {step}", flush=True)
+    elif os.path.exists(ckpt_path):
         ck = torch.load(ckpt_path, map_location=dev)
         model.load_state_dict(ck["model"])
         ema.load_state_dict(ck["ema"])
@@ -82,6 +106,12 @@ def main():
     bt = betas * (1 - abar_prev) / (1 - abar)
     bt[0] = bt[1]
     w_vlb = (betas**2 / (2 * bt * (1 - betas) * (1 - abar))).float().to(dev)
+    # learned variance: log beta and log beta_tilde (clipped at t = 1), posterior coefficients
+    log_beta = betas.log().float().to(dev)
+    log_bt = bt.log().float().to(dev)
+    post_c0 = (abar_prev.sqrt() * betas / (1 - abar)).float().to(dev)
+    post_ct = ((1 - betas).sqrt() * (1 - abar_prev) / (1 - abar)).float().to(dev)
+    post_var = (betas * (1 - abar_prev) / (1 - abar)).float().to(dev)
 
     log = open(os.path.join(args.out, "log.txt"), "a")
     t_start = time.time()
@@ -102,8 +132,31 @@ def main():
             g["lr"] = lr
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=bool(args.bf16)):
             pred = model(xt, t + 1)
-        mse = ((pred.float() - eps) ** 2).mean(dim=(1, 2, 3))
-        if args.loss == "simple":
+        pred = pred.float()
+        C = x.shape[1]
+        mse = ((pred[:, :C] - eps) ** 2).mean(dim=(1, 2, 3))
+        if cfg.learn_sigma:
+            # Improved DDPM's L_hybrid = L_simple + lambda L_vlb with lambda = 0.001 and T = 1000:
+            # mse + the step's vlb term in bits/dim, with the mean's gradient stopped (v learns
+            # the variance only). t = 1: the discretized Gaussian decoder's NLL, mean x0_hat.
+            e = pred[:, :C].detach()
+            s1 = sqrt_abar[t][:, None, None, None]
+            s2_ = sqrt_1m[t][:, None, None, None]
+            x0_hat = ((xt - s2_ * e) / s1).clamp(-1, 1)
+            f = (pred[:, C:] + 1) / 2
+            logv = f * log_beta[t][:, None, None, None] + (1 - f) * log_bt[t][:, None, None, None]
+            c0 = post_c0[t][:, None, None, None]
+            ct = post_ct[t][:, None, None, None]
+            mu_q = c0 * x + ct * xt
+            mu_p = c0 * x0_hat + ct * xt
+            kl = 0.5 * (logv - post_var[t].clamp(min=1e-20).log()[:, None, None, None]
+                        + (post_var[t][:, None, None, None] + (mu_q - mu_p) ** 2) / logv.exp() - 1.0)
+            kl = kl.mean(dim=(1, 2, 3)) / math.log(2.0)
+            nll0 = -discretized_gaussian_log_likelihood_train(x, x0_hat, 0.5 * logv)
+            nll0 = nll0.mean(dim=(1, 2, 3)) / math.log(2.0)
+            vb = torch.where(t == 0, nll0, kl)
+            loss = (mse.mean() + vb.mean()) if args.loss == "hybrid" else vb.mean()
+        elif args.loss == "simple":
             loss = mse.mean()
         elif args.loss == "vlb":
             loss = (w_vlb[t] * mse * 3072).mean() / 3072 * 1000
@@ -130,10 +183,26 @@ def main():
             log.flush()
             loss_acc, n_acc = 0.0, 0
             last_print = time.time()
+        if args.snapshot_every and step % args.snapshot_every == 0:
+            torch.save({"ema": ema.state_dict(), "step": step, "imgs_seen": imgs_seen,
+                        "train_secs": train_secs}, os.path.join(args.out, f"snap_{step}.pt"))
         if step % args.save_every == 0:
             save(ckpt_path, model, ema, opt, step, imgs_seen, train_secs)
     save(ckpt_path, model, ema, opt, step, imgs_seen, train_secs)
     print(f"done at step {step}", flush=True)
+
+
+def discretized_gaussian_log_likelihood_train(x, mean, log_std):
+    """log p(x) of the 256-level discretized Gaussian, as improved-diffusion trains it: every
+    branch finite (the eval version's infinite edges give NaN gradients through torch.where)."""
+    centered = x - mean
+    inv = torch.exp(-log_std)
+    cdf_plus = 0.5 * (1.0 + torch.erf(inv * (centered + 1.0 / 255.0) / math.sqrt(2.0)))
+    cdf_min = 0.5 * (1.0 + torch.erf(inv * (centered - 1.0 / 255.0) / math.sqrt(2.0)))
+    log_cdf_plus = torch.log(cdf_plus.clamp(min=1e-12))
+    log_sf_min = torch.log((1.0 - cdf_min).clamp(min=1e-12))
+    log_delta = torch.log((cdf_plus - cdf_min).clamp(min=1e-12))
+    return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_sf_min, log_delta))
 
 
 def save(path, model, ema, opt, step, imgs_seen, train_secs):

@@ -340,7 +340,7 @@ impl FastUNet {
         }
         let up = up.into_iter().map(|l| l.expect("level")).collect();
         let norm_out = ld.norm("norm_out", cur)?;
-        let conv_out = ld.conv("conv_out", cur, cfg.in_channels, 3)?;
+        let conv_out = ld.conv("conv_out", cur, cfg.out_channels(), 3)?;
         let mut conv_out_w = vec![0f32; conv_out.w.len()];
         let (ci_n, co_n) = (conv_out.cin, conv_out.cout);
         for t in 0..9 {
@@ -386,18 +386,32 @@ impl FastUNet {
     /// ε_θ(x, t) for `n` images (NCHW f32, row-major), all at model time `t`.
     pub fn eps(&self, x: &[f32], n: usize, t: usize) -> Result<Vec<f32>> {
         let per = self.cfg.in_channels * self.cfg.resolution * self.cfg.resolution;
-        if x.len() != n * per {
-            return Err(Error::Parameter(format!("eps: got {} values for {n} images", x.len())));
-        }
         let mut out = vec![0f32; n * per];
-        self.eps_into(x, n, t, &mut out)?;
+        self.forward_into(x, n, t, self.cfg.in_channels, &mut out)?;
         Ok(out)
     }
 
     /// As [`FastUNet::eps`], writing into `out` (`n` images).
     pub fn eps_into(&self, x: &[f32], n: usize, t: usize, out: &mut [f32]) -> Result<()> {
-        let per = self.cfg.in_channels * self.cfg.resolution * self.cfg.resolution;
-        if x.len() != n * per || out.len() != n * per {
+        self.forward_into(x, n, t, self.cfg.in_channels, out)
+    }
+
+    /// Every output channel ([`Config::out_channels`]: ε, then v for a learned-variance
+    /// network) for `n` images; the ε planes are bit-identical to [`FastUNet::eps`]'s (each
+    /// output channel of the last convolution is computed on its own).
+    pub fn predict(&self, x: &[f32], n: usize, t: usize) -> Result<Vec<f32>> {
+        let outc = self.cfg.out_channels();
+        let mut out = vec![0f32; n * outc * self.cfg.resolution * self.cfg.resolution];
+        self.forward_into(x, n, t, outc, &mut out)?;
+        Ok(out)
+    }
+
+    /// The first `outc` output channels for `n` images into `out`.
+    fn forward_into(&self, x: &[f32], n: usize, t: usize, outc: usize, out: &mut [f32]) -> Result<()> {
+        let rr = self.cfg.resolution * self.cfg.resolution;
+        let per = self.cfg.in_channels * rr;
+        let per_out = outc * rr;
+        if x.len() != n * per || out.len() != n * per_out {
             return Err(Error::Parameter(format!("eps: got {} / {} values for {n} images", x.len(), out.len())));
         }
         if n == 0 {
@@ -409,15 +423,15 @@ impl FastUNet {
             // one thread: groups of GROUP images; one image on several threads: split rows
             let g = n.min(GROUP);
             let mut ws = self.take_ws(g);
-            for (xi, oi) in x.chunks(g * per).zip(out.chunks_mut(g * per)) {
-                self.forward_group(xi, oi, xi.len() / per, &tb, &mut ws, threads > 1);
+            for (xi, oi) in x.chunks(g * per).zip(out.chunks_mut(g * per_out)) {
+                self.forward_group(xi, oi, xi.len() / per, outc, &tb, &mut ws, threads > 1);
             }
             self.put_ws(ws);
         } else {
             let g = GROUP.min(n.div_ceil(threads));
-            x.par_chunks(g * per).zip(out.par_chunks_mut(g * per)).for_each(|(xi, oi)| {
+            x.par_chunks(g * per).zip(out.par_chunks_mut(g * per_out)).for_each(|(xi, oi)| {
                 let mut ws = self.take_ws(g);
-                self.forward_group(xi, oi, xi.len() / per, &tb, &mut ws, false);
+                self.forward_group(xi, oi, xi.len() / per, outc, &tb, &mut ws, false);
                 self.put_ws(ws);
             });
         }
@@ -634,7 +648,9 @@ impl FastUNet {
 
     /// `g` images: `x` (NCHW, c×R×R each) → `out` (NCHW). Every layer runs on all `g` at
     /// once (larger GEMMs, weights reused); each output's arithmetic is the same as alone.
-    fn forward_group(&self, x: &[f32], out: &mut [f32], g: usize, tb: &[Vec<f32>], ws: &mut Ws, par: bool) {
+    /// `outc` ≤ [`Config::out_channels`] output channels are written, `outc`×R×R per image.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_group(&self, x: &[f32], out: &mut [f32], g: usize, outc: usize, tb: &[Vec<f32>], ws: &mut Ws, par: bool) {
         let r0 = self.cfg.resolution;
         let cin = self.cfg.in_channels;
         let per = cin * r0 * r0;
@@ -719,7 +735,15 @@ impl FastUNet {
             ops::group_norm_affine(be, x, r * r, hc, self.cfg.num_groups, GN_EPS, &self.norm_out.gamma, &self.norm_out.beta, sc, sh, gtmp);
             ops::affine_act(be, x, hc, t, hc, r * r, hc, sc, sh, true);
             ops::hwc_to_chw_padded(t, r, r, hc, pad);
-            ops::conv3_few_out(be, pad, r, hc, &self.conv_out_w, &self.conv_out.b, cin, &mut out[gi * per..(gi + 1) * per]);
+            // in blocks of ≤ in_channels output channels (the kernel takes at most 4); each
+            // output channel's arithmetic is its own, so ε is the same with or without v
+            let po = outc * r * r;
+            let img = &mut out[gi * po..(gi + 1) * po];
+            for c0 in (0..outc).step_by(cin) {
+                let nc = cin.min(outc - c0);
+                let w = &self.conv_out_w[c0 * 9 * hc..(c0 + nc) * 9 * hc];
+                ops::conv3_few_out(be, pad, r, hc, w, &self.conv_out.b[c0..c0 + nc], nc, &mut img[c0 * r * r..(c0 + nc) * r * r]);
+            }
         }
     }
 }

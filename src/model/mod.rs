@@ -26,6 +26,10 @@ pub struct Config {
     pub dropout: f64,
     pub resolution: usize,
     pub num_groups: usize,
+    /// Improved DDPM's learned variance: the network also outputs v (`in_channels` more
+    /// channels), σ² = exp(f log β + (1 − f) log β̃), f = (v + 1)/2 ([`crate::schedule::Variance::Learned`]).
+    #[serde(default)]
+    pub learn_sigma: bool,
 }
 
 impl Default for Config {
@@ -39,11 +43,17 @@ impl Default for Config {
             dropout: 0.1,
             resolution: 32,
             num_groups: 32,
+            learn_sigma: false,
         }
     }
 }
 
 impl Config {
+    /// Channels of the network's output: ε, and v when [`Config::learn_sigma`].
+    pub fn out_channels(&self) -> usize {
+        self.in_channels * if self.learn_sigma { 2 } else { 1 }
+    }
+
     /// Rejects configurations the network cannot be built from.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(Error::Parameter(format!("model config: {m}")));
@@ -248,9 +258,29 @@ impl Model {
         }
     }
 
+    /// The whole output for `n` images: per image [`Config::out_channels`] planes, ε first and
+    /// then v when the network learns its variance; equal to [`Model::eps`] otherwise. The ε
+    /// planes are bit-identical to [`Model::eps`]'s.
+    pub fn predict(&self, x: &[f32], n: usize, t: usize) -> Result<Vec<f32>> {
+        match self.backend {
+            Backend::Fast => self.fast.predict(x, n, t),
+            Backend::Candle => self.candle_forward(x, n, t, self.config().out_channels()),
+        }
+    }
+
+    /// True when the network outputs v as well as ε ([`Config::learn_sigma`]).
+    pub fn learns_sigma(&self) -> bool {
+        self.config().learn_sigma
+    }
+
     /// ε_θ(x, t) by the candle network (the reference for parity tests; slower, and its
     /// results depend on the batch composition).
     pub fn eps_candle(&self, x: &[f32], n: usize, t: usize) -> Result<Vec<f32>> {
+        self.candle_forward(x, n, t, self.config().in_channels)
+    }
+
+    /// The candle network's first `keep` output channels.
+    fn candle_forward(&self, x: &[f32], n: usize, t: usize, keep: usize) -> Result<Vec<f32>> {
         let c = self.config().in_channels;
         let r = self.config().resolution;
         if x.len() != n * c * r * r {
@@ -258,7 +288,7 @@ impl Model {
         }
         let xt = Tensor::from_slice(x, (n, c, r, r), &self.device)?;
         let ts = vec![t as f32; n];
-        let out = self.net.forward(&xt, &ts)?;
+        let out = self.net.forward(&xt, &ts)?.narrow(1, 0, keep)?;
         Ok(out.flatten_all()?.to_vec1::<f32>()?)
     }
 }

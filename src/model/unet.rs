@@ -167,7 +167,7 @@ impl UNet {
         }
         let up = up.into_iter().map(|l| l.expect("level")).collect();
         let norm_out = group_norm(g, cur, 1e-6, vb.pp("norm_out"))?;
-        let conv_out = conv3(cur, cfg.in_channels, 1, vb.pp("conv_out"))?;
+        let conv_out = conv3(cur, cfg.out_channels(), 1, vb.pp("conv_out"))?;
         Ok(Self {
             cfg: cfg.clone(),
             temb_dense0,
