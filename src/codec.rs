@@ -222,6 +222,7 @@ pub fn encode(
 ) -> Result<(Vec<u8>, EncodeReport)> {
     let start = std::time::Instant::now();
     p.rcc.validate()?;
+    VarianceCode::try_from(p.variance)?; // a kind the stream can name, before any work
     if p.rcc.chunk_bits * 256.0 != (p.rcc.chunk_bits * 256.0).round() || p.rcc.skip_below_bits * 256.0 != (p.rcc.skip_below_bits * 256.0).round() {
         return Err(Error::Parameter("chunk_bits and skip_below_bits must be multiples of 1/256".into()));
     }
@@ -312,7 +313,7 @@ pub fn encode(
         height: img.height,
         channels: Channels::try_from(img.channels)?,
         taus: diff.schedule.taus().iter().map(|&t| t as u16).collect(),
-        variance: VarianceCode::from(p.variance),
+        variance: VarianceCode::try_from(p.variance)?,
         params: Params {
             t_max: diff.schedule.t_max() as u16,
             batch_tiles: batch as u16,
@@ -584,6 +585,12 @@ impl Denoiser for Model {
     fn image_shape(&self) -> (usize, usize, usize) {
         let c = self.config();
         (c.in_channels, c.resolution, c.resolution)
+    }
+    fn learns_sigma(&self) -> bool {
+        Model::learns_sigma(self)
+    }
+    fn predict(&self, x: &[f32], n: usize, t: usize) -> Result<Vec<f32>> {
+        Model::predict(self, x, n, t)
     }
 }
 

@@ -18,7 +18,7 @@
 #![allow(clippy::excessive_precision)]
 
 use crate::error::{Error, Result};
-use crate::schedule::{chain_sigma2, Schedule, Variance, VarianceTables};
+use crate::schedule::{chain_sigma2, learned_sigma, Schedule, Variance, VarianceTables};
 
 use std::f64::consts::{LN_2, SQRT_2};
 
@@ -29,6 +29,15 @@ pub trait Denoiser {
     fn eps(&self, x: &[f32], n: usize, t: usize) -> Result<Vec<f32>>;
     /// (c, h, w) of one image.
     fn image_shape(&self) -> (usize, usize, usize);
+    /// True when the network also outputs v, the learned variance ([`Variance::Learned`]).
+    fn learns_sigma(&self) -> bool {
+        false
+    }
+    /// ε and, for a network that [`Denoiser::learns_sigma`], v: per image the c·h·w values of
+    /// ε followed by the c·h·w of v. Default: [`Denoiser::eps`].
+    fn predict(&self, x: &[f32], n: usize, t: usize) -> Result<Vec<f32>> {
+        self.eps(x, n, t)
+    }
 }
 
 /// The optimal denoiser for a data set of one known image `x0` (model range, one image of
@@ -521,9 +530,28 @@ impl Diffusion {
         self.schedule.steps()
     }
 
-    /// σ² of p_θ at chain step i.
+    /// σ² of p_θ at chain step i (for [`Variance::Learned`] the v = 0 value; the variance
+    /// itself is per dimension: [`Self::sigma_p`]).
     pub fn sigma2(&self, i: usize) -> f64 {
         self.sigma2[i]
+    }
+
+    /// σ of p_θ at chain step i for each of `dims` dimensions: from the network's v for
+    /// [`Variance::Learned`] ([`crate::schedule::learned_sigma`]; `v` must then hold `dims`
+    /// values), else √σ²_i everywhere, rounded to f32.
+    pub fn sigma_p(&self, i: usize, v: Option<&[f32]>, dims: usize) -> Result<Vec<f32>> {
+        match (self.variance, v) {
+            (Variance::Learned, Some(v)) if v.len() == dims => Ok(learned_sigma(&self.schedule, i, v)),
+            (Variance::Learned, _) => Err(Error::Parameter(
+                "variance learned needs a learned-variance model (learn_sigma) and its v output".into(),
+            )),
+            _ => Ok(vec![self.sigma2(i).sqrt() as f32; dims]),
+        }
+    }
+
+    /// True when the chain's variance comes from the network's v ([`Variance::Learned`]).
+    pub fn is_learned(&self) -> bool {
+        self.variance == Variance::Learned
     }
 
     /// q(x_{τ_{i+1}} | x_0) = N(a·x_0, b² I): returns (a, b) = (√ᾱ, √(1 − ᾱ)).
@@ -642,14 +670,22 @@ impl Diffusion {
     ///
     /// Panics if i = 0 (that step is the decoder term, [`Self::l0_bpd`]).
     pub fn term_bpd<T: Real>(&self, x0: &[T], x_t: &[T], eps: &[T], i: usize) -> f64 {
+        self.term_bpd_sd(x0, x_t, eps, i, None)
+    }
+
+    /// [`Self::term_bpd`] with p_θ's std per dimension `sd` (e.g. [`Self::sigma_p`] of a
+    /// learned variance); `None`: √σ²_i.
+    pub fn term_bpd_sd<T: Real>(&self, x0: &[T], x_t: &[T], eps: &[T], i: usize, sd: Option<&[f32]>) -> f64 {
         assert!(i >= 1, "term_bpd is for chain steps i >= 1");
         let mu_q = self.posterior_mean(x0, x_t, i);
         let mu_p = self.p_mean(x_t, eps, i);
-        let (vq, vp) = (self.posterior_variance(i), self.sigma2(i));
+        let vq = self.posterior_variance(i);
+        let vp = |k: usize| sd.map_or(self.sigma2(i), |s| (s[k] as f64) * (s[k] as f64));
         let nats: f64 = mu_q
             .iter()
             .zip(&mu_p)
-            .map(|(&q, &p)| gaussian_kl_nats(q.to_f64(), vq, p.to_f64(), vp))
+            .enumerate()
+            .map(|(k, (&q, &p))| gaussian_kl_nats(q.to_f64(), vq, p.to_f64(), vp(k)))
             .sum();
         nats / (x0.len() as f64 * LN_2)
     }
@@ -658,14 +694,46 @@ impl Diffusion {
     /// μ_θ (= the clipped x̂_0 at step 0) and std √σ²_0. `x_t` is x_{τ_1}, `eps` the network
     /// output at model time τ_1.
     pub fn l0_bpd<T: Real>(&self, x0: &[T], x_t: &[T], eps: &[T]) -> f64 {
+        self.l0_bpd_sd(x0, x_t, eps, None)
+    }
+
+    /// [`Self::l0_bpd`] with the std per dimension `sd`; `None`: √σ²_0.
+    pub fn l0_bpd_sd<T: Real>(&self, x0: &[T], x_t: &[T], eps: &[T], sd: Option<&[f32]>) -> f64 {
         let mean = self.p_mean(x_t, eps, 0);
-        let sd = self.sigma2(0).sqrt();
+        let s0 = self.sigma2(0).sqrt();
         let nats: f64 = x0
             .iter()
             .zip(&mean)
-            .map(|(&x, &m)| -discretized_gaussian_log_likelihood_nats(x.to_f64(), m.to_f64(), sd))
+            .enumerate()
+            .map(|(k, (&x, &m))| {
+                let s = sd.map_or(s0, |s| s[k] as f64);
+                -discretized_gaussian_log_likelihood_nats(x.to_f64(), m.to_f64(), s)
+            })
             .sum();
         nats / (x0.len() as f64 * LN_2)
+    }
+
+    /// The network's output for a batch at chain step i, split per image into (ε, σ per
+    /// dimension or `None` for a per-step variance).
+    fn step_outputs(&self, den: &dyn Denoiser, x_t: &[f32], n: usize, d: usize, i: usize) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+        let t = self.schedule.model_t(i);
+        if !self.is_learned() {
+            let eps = den.eps(x_t, n, t)?;
+            check_eps(&eps, n * d)?;
+            return Ok((eps, None));
+        }
+        if !den.learns_sigma() {
+            return Err(Error::Parameter("variance learned needs a learned-variance model (learn_sigma)".into()));
+        }
+        let out = den.predict(x_t, n, t)?;
+        check_eps(&out, 2 * n * d)?;
+        let mut eps = Vec::with_capacity(n * d);
+        let mut sd = Vec::with_capacity(n * d);
+        for j in 0..n {
+            eps.extend_from_slice(&out[2 * j * d..(2 * j + 1) * d]);
+            sd.extend(self.sigma_p(i, Some(&out[(2 * j + 1) * d..(2 * j + 2) * d]), d)?);
+        }
+        Ok((eps, Some(sd)))
     }
 
     /// Validates a batch against the denoiser's shape; returns D.
@@ -719,14 +787,14 @@ impl Diffusion {
         let mut steps = vec![vec![0.0f64; k]; n];
         for i in 0..k {
             let x_t = self.draw_xt(x0, d, &all, i, noise_seed);
-            let eps = den.eps(&x_t, n, self.schedule.model_t(i))?;
-            check_eps(&eps, n * d)?;
+            let (eps, sd) = self.step_outputs(den, &x_t, n, d, i)?;
             for (j, row) in steps.iter_mut().enumerate() {
                 let r = j * d..(j + 1) * d;
+                let sdj = sd.as_ref().map(|s| &s[r.clone()]);
                 row[i] = if i == 0 {
-                    self.l0_bpd(&x0[r.clone()], &x_t[r.clone()], &eps[r])
+                    self.l0_bpd_sd(&x0[r.clone()], &x_t[r.clone()], &eps[r], sdj)
                 } else {
-                    self.term_bpd(&x0[r.clone()], &x_t[r.clone()], &eps[r], i)
+                    self.term_bpd_sd(&x0[r.clone()], &x_t[r.clone()], &eps[r], i, sdj)
                 };
             }
             progress(i + 1, k);
@@ -833,15 +901,15 @@ impl Diffusion {
         let mut terms = vec![0.0f64; n];
         for (call, (i, imgs)) in chunks.into_iter().enumerate() {
             let x_t = self.draw_xt(x0, d, imgs, i, seed);
-            let eps = den.eps(&x_t, imgs.len(), self.schedule.model_t(i))?;
-            check_eps(&eps, imgs.len() * d)?;
+            let (eps, sd) = self.step_outputs(den, &x_t, imgs.len(), d, i)?;
             for (m, &j) in imgs.iter().enumerate() {
                 let r = m * d..(m + 1) * d;
                 let x0j = &x0[j * d..(j + 1) * d];
+                let sdm = sd.as_ref().map(|s| &s[r.clone()]);
                 if i == 0 {
-                    l0[j] = self.l0_bpd(x0j, &x_t[r.clone()], &eps[r]);
+                    l0[j] = self.l0_bpd_sd(x0j, &x_t[r.clone()], &eps[r], sdm);
                 } else {
-                    terms[j] = self.term_bpd(x0j, &x_t[r.clone()], &eps[r], i) / pi[i];
+                    terms[j] = self.term_bpd_sd(x0j, &x_t[r.clone()], &eps[r], i, sdm) / pi[i];
                 }
             }
             progress(call + 1, total_calls);
@@ -1336,5 +1404,49 @@ mod tests {
             .unwrap();
         assert_eq!(r[0].terms_bpd, 0.0);
         assert_eq!(r[0].sampled_step, None);
+    }
+
+    /// A denoiser that learns its variance with a constant v: v = −1 is σ² = β̃ (small) and
+    /// v = +1 is σ² = β (large), so the learned bound must equal those two exactly (to the f32
+    /// rounding of σ), at every step including L_0.
+    struct ConstV(OneImageDenoiser, f32);
+    impl Denoiser for ConstV {
+        fn eps(&self, x: &[f32], n: usize, t: usize) -> Result<Vec<f32>> {
+            self.0.eps(x, n, t)
+        }
+        fn image_shape(&self) -> (usize, usize, usize) {
+            self.0.image_shape()
+        }
+        fn learns_sigma(&self) -> bool {
+            true
+        }
+        fn predict(&self, x: &[f32], n: usize, t: usize) -> Result<Vec<f32>> {
+            let e = self.0.eps(x, n, t)?;
+            let d = e.len() / n;
+            Ok((0..n).flat_map(|j| e[j * d..(j + 1) * d].iter().copied().chain(std::iter::repeat(self.1).take(d))).collect())
+        }
+    }
+
+    #[test]
+    fn learned_variance_at_its_ends_is_small_and_large() {
+        let shape = (3, 4, 4);
+        let x0: Vec<f32> = (0..48).map(|k| (k * 37 % 256) as f32 / 127.5 - 1.0).collect();
+        let base = OneImageDenoiser::new(x0.clone(), shape).unwrap().scaled(0.9);
+        let sched = Schedule::dense_low(1000, 10, 2.0).unwrap();
+        for (v, kind) in [(-1.0f32, Variance::Small), (1.0, Variance::Large)] {
+            let den = ConstV(base.clone(), v);
+            let learned = Diffusion::new(sched.clone(), Variance::Learned).nll_exact(&den, &x0, 1, 7, &mut |_, _| {}).unwrap();
+            let fixed = Diffusion::new(sched.clone(), kind).nll_exact(&base, &x0, 1, 7, &mut |_, _| {}).unwrap();
+            for (a, b) in learned[0].steps_bpd.iter().zip(&fixed[0].steps_bpd) {
+                assert!((a - b).abs() <= 1e-5 * b.abs().max(1e-3), "v = {v}: {a} vs {b}");
+            }
+            assert!(learned[0].total_bpd > 0.0);
+        }
+        // and between the ends it differs from both
+        let mid = Diffusion::new(sched.clone(), Variance::Learned).nll_exact(&ConstV(base.clone(), 0.0), &x0, 1, 7, &mut |_, _| {}).unwrap();
+        let small = Diffusion::new(sched.clone(), Variance::Small).nll_exact(&base, &x0, 1, 7, &mut |_, _| {}).unwrap();
+        assert!((mid[0].total_bpd - small[0].total_bpd).abs() > 1e-4);
+        // an ε-only network cannot give the learned variance
+        assert!(Diffusion::new(sched, Variance::Learned).nll_exact(&base, &x0, 1, 7, &mut |_, _| {}).is_err());
     }
 }

@@ -32,6 +32,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::rng::{det_exp, det_ln};
 use crate::error::{Error, Result};
 
 /// Default number of diffusion steps T.
@@ -64,6 +65,10 @@ pub enum Variance {
     /// [`Variance::Optimal`] for a network whose ε_θ is the conditional mean. Final step as
     /// [`Variance::Optimal`].
     Analytic,
+    /// Learned per dimension (Improved DDPM, Nichol & Dhariwal 2021): the network's second
+    /// output v gives σ² = exp(f ln β' + (1 − f) ln β̃'_clipped), f = (v + 1)/2, at every step
+    /// including the final one ([`learned_sigma`]); needs a `learn_sigma` model.
+    Learned,
 }
 
 impl Variance {
@@ -75,6 +80,7 @@ impl Variance {
             Variance::Large => "large",
             Variance::Optimal => "optimal",
             Variance::Analytic => "analytic",
+            Variance::Learned => "learned",
         }
     }
 
@@ -142,6 +148,11 @@ pub fn chain_sigma2(s: &Schedule, variance: Variance, tables: Option<&VarianceTa
     let k = s.steps();
     match variance {
         Variance::Small | Variance::Large => Ok((0..k).map(|i| s.sigma2(i, variance)).collect()),
+        // per dimension (learned_sigma); the per-step value is the v = 0 one (f = 1/2), what a
+        // freshly added, zero-initialised v head gives
+        Variance::Learned => Ok((0..k)
+            .map(|i| (s.sigma2(i, Variance::Large) * s.sigma2(i, Variance::Small)).sqrt())
+            .collect()),
         Variance::Optimal | Variance::Analytic => {
             let tab = tables.ok_or_else(|| {
                 Error::Parameter(format!(
@@ -164,6 +175,33 @@ pub fn chain_sigma2(s: &Schedule, variance: Variance, tables: Option<&VarianceTa
                 .collect())
         }
     }
+}
+
+/// Largest |v| the learned variance accepts: f = (v + 1)/2 is clamped to
+/// [−LEARNED_V_MAX/2 + 1/2, LEARNED_V_MAX/2 + 1/2] (the trained head stays well inside).
+pub const LEARNED_V_MAX: f32 = 3.0;
+
+/// Per-step constants of the learned variance: (√β̃'_clipped, ½ ln(β'/β̃'_clipped)), computed
+/// with the platform-independent [`det_ln`] and rounded to f32 (both sides of a stream use
+/// exactly these).
+pub fn learned_sigma_consts(s: &Schedule, i: usize) -> (f32, f32) {
+    let (b, bt) = (s.sigma2(i, Variance::Large), s.sigma2(i, Variance::Small));
+    (bt.sqrt() as f32, (0.5 * det_ln(b / bt)) as f32)
+}
+
+/// σ per dimension of chain step i from the network's v (Improved DDPM):
+/// σ = √β̃' · exp(f · ½ ln(β'/β̃')), f = (clamp(v) + 1)/2, in f32 with the platform-independent
+/// [`det_exp`] (bit-identical on every machine: a stream's reconstruction depends on it).
+/// Non-finite v counts as 0.
+pub fn learned_sigma(s: &Schedule, i: usize, v: &[f32]) -> Vec<f32> {
+    let (sd_small, half_ln_ratio) = learned_sigma_consts(s, i);
+    v.iter()
+        .map(|&v| {
+            let v = if v.is_finite() { v.clamp(-LEARNED_V_MAX, LEARNED_V_MAX) } else { 0.0 };
+            let f = (v + 1.0) * 0.5;
+            sd_small * det_exp((f * half_ln_ratio) as f64) as f32
+        })
+        .collect()
 }
 
 /// σ²_i = β̃'_i + c0² · mse for chain step i ≥ 1, c0 = √ᾱ_prev β'/(1 − ᾱ): the σ² that
@@ -199,8 +237,9 @@ impl FromStr for Variance {
             "large" => Ok(Variance::Large),
             "optimal" => Ok(Variance::Optimal),
             "analytic" => Ok(Variance::Analytic),
+            "learned" => Ok(Variance::Learned),
             _ => Err(Error::Parameter(format!(
-                "unknown variance {s:?} (expected small, large, optimal or analytic)"
+                "unknown variance {s:?} (expected small, large, optimal, analytic or learned)"
             ))),
         }
     }
@@ -513,6 +552,7 @@ impl Schedule {
             Variance::Optimal | Variance::Analytic => {
                 panic!("variance {variance} needs the model's tables: use schedule::chain_sigma2")
             }
+            Variance::Learned => panic!("variance learned is per dimension: use schedule::learned_sigma"),
         }
     }
     /// True when this is the full chain (τ_i = i for all i).

@@ -273,3 +273,27 @@ fn nll_and_the_codec_agree_on_the_ideal_length() {
     let dc = ddpm_codec::diffusion::Diffusion::with_tables(p.schedule.clone(), p.variance, m.variance_tables()).unwrap();
     assert!((0..k).all(|i| dn.sigma2(i) == dc.sigma2(i)));
 }
+
+/// The learned variance (a `learn_sigma` model's v) is measured by `nll`, and refused by the
+/// encoder before any work with a clear error: format 4's variance field has no code for it.
+#[test]
+fn learned_variance_is_measured_by_nll_and_refused_by_the_encoder() {
+    let sigma = Model::from_dir(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny_sigma"))).unwrap();
+    let img = image(32, 32, 3);
+    let mut p = params(3);
+    p.variance = Variance::Learned;
+    let t0 = std::time::Instant::now();
+    match codec::encode(&sigma, &img, &p, &mut no_progress(), None) {
+        Err(Error::Parameter(m)) => assert!(m.contains("learned"), "{m}"),
+        other => panic!("expected a parameter error, got {:?}", other.map(|(b, _)| b.len())),
+    }
+    assert!(t0.elapsed().as_secs_f64() < 1.0, "refused before the chain");
+    let x0 = ddpm_codec::tiling::TileGrid::new(32, 32, 32).to_tiles(&img.to_rgb());
+    let sched = codec::make_schedule(1000, 4, "dense").unwrap();
+    let nll = |m: &Model, v: Variance| ddpm_codec::eval::nll::run_nll(m, &x0, &sched, v, None, "exact".parse().unwrap(), 1, 0, &mut no_progress());
+    let learned = nll(&sigma, Variance::Learned).unwrap().total_bits_per_dim;
+    let small = nll(&sigma, Variance::Small).unwrap().total_bits_per_dim;
+    assert!(learned.is_finite() && learned > 0.0 && (learned - small).abs() > 1e-6, "{learned} vs {small}");
+    // an ε-only model has no v
+    assert!(nll(&tiny(), Variance::Learned).is_err());
+}

@@ -162,8 +162,8 @@ pub struct UnpackReport {
     pub unpack_seconds: f64,
 }
 
-fn variance_code(v: Variance) -> u8 {
-    VarianceCode::from(v).code()
+fn variance_code(v: Variance) -> Result<u8> {
+    Ok(VarianceCode::try_from(v)?.code())
 }
 
 fn variance_of(c: u8) -> Result<Variance> {
@@ -305,6 +305,7 @@ fn geometry(items: &[(u32, u32, u8)]) -> Geometry {
 }
 
 fn make_chain<'a>(model: &'a Model, schedule: Schedule, variance: Variance, grid_exp: &[i8], range_log2: u32) -> Result<Chain<'a>> {
+    variance_code(variance)?; // a kind the archive can name (not yet: learned)
     let diff = Diffusion::with_tables(schedule, variance, model.variance_tables())?;
     let grids = grid_exp.iter().map(|&e| LevelGrid::new(e as i32, range_log2)).collect::<Result<Vec<_>>>()?;
     Ok(Chain { model, diff, grids, calls: 0 })
@@ -477,7 +478,7 @@ pub fn pack(model: &Model, items: &[Item], p: &PackParams, progress: &mut dyn Fn
         model_sha256: model.sha256(),
         t_max: p.schedule.t_max() as u16,
         taus: p.schedule.taus().iter().map(|&t| t as u16).collect(),
-        variance: variance_code(p.variance),
+        variance: variance_code(p.variance)?,
         grid_exp,
         range_log2: p.range_log2 as u8,
         window_sigmas: p.window_sigmas as u8,

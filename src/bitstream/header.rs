@@ -138,14 +138,20 @@ impl TryFrom<u8> for VarianceCode {
 }
 
 /// The one mapping between the reverse-variance kinds and their code (streams and archives).
-impl From<crate::schedule::Variance> for VarianceCode {
-    fn from(v: crate::schedule::Variance) -> Self {
+/// [`crate::schedule::Variance::Learned`] has no code in format 4 (the 2-bit field is full):
+/// the learned variance is measured by `nll` and not yet coded, an [`Error::Parameter`].
+impl TryFrom<crate::schedule::Variance> for VarianceCode {
+    type Error = Error;
+    fn try_from(v: crate::schedule::Variance) -> Result<Self> {
         use crate::schedule::Variance;
         match v {
-            Variance::Small => VarianceCode::Small,
-            Variance::Large => VarianceCode::Large,
-            Variance::Optimal => VarianceCode::Optimal,
-            Variance::Analytic => VarianceCode::Analytic,
+            Variance::Small => Ok(VarianceCode::Small),
+            Variance::Large => Ok(VarianceCode::Large),
+            Variance::Optimal => Ok(VarianceCode::Optimal),
+            Variance::Analytic => Ok(VarianceCode::Analytic),
+            Variance::Learned => Err(Error::Parameter(
+                "variance learned is not codable in format 4 (nll measures it; streams and archives use small, large, optimal or analytic)".into(),
+            )),
         }
     }
 }

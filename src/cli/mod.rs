@@ -41,7 +41,8 @@ pub struct ChainArgs {
     pub spacing: String,
     /// Reverse variance: auto (optimal when the model carries calibrated tables, as the
     /// embedded one does; else large), optimal (KL-optimal per step from the tables), analytic
-    /// (Analytic-DPM), large (β) or small (β̃).
+    /// (Analytic-DPM), large (β), small (β̃) or learned (per dimension from a learn_sigma
+    /// model's v; `nll` only: format 4 has no code for it).
     #[arg(long, default_value = "auto")]
     pub variance: String,
 }
