@@ -219,22 +219,22 @@ unsafe fn run_rows(be: Backend, j: &Job, m0: usize, m1: usize) {
             },
             #[cfg(target_arch = "x86_64")]
             Backend::Avx2 => portable_block_fma(j, m0, m1, n0, nb),
-            _ => portable_block(j, m0, m1, n0, nb),
+            _ => portable_block::<4>(j, m0, m1, n0, nb),
         }
         n0 += nb;
     }
 }
 
-/// A full 4×16 tile of the portable kernel (fixed sizes: accumulators stay in registers).
+/// A full R×16 tile of the portable kernel (fixed sizes: accumulators stay in registers).
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
-unsafe fn portable_tile(j: &Job, taps: &[isize], aoff: &[usize; 4], n0: usize, mut acc: [[f32; 16]; 4]) -> [[f32; 16]; 4] {
+unsafe fn portable_tile<const R: usize>(j: &Job, taps: &[isize], aoff: &[usize; R], n0: usize, mut acc: [[f32; 16]; R]) -> [[f32; 16]; R] {
     let mut bp = j.b.add(n0);
     for &t in taps {
-        let a: [*const f32; 4] = std::array::from_fn(|i| j.a.add(aoff[i]).offset(t));
+        let a: [*const f32; R] = std::array::from_fn(|i| j.a.add(aoff[i]).offset(t));
         for k in 0..j.kt {
             let bv: [f32; 16] = std::ptr::read_unaligned(bp as *const [f32; 16]);
-            for i in 0..4 {
+            for i in 0..R {
                 let av = *a[i].add(k);
                 for q in 0..16 {
                     acc[i][q] = av.mul_add(bv[q], acc[i][q]);
@@ -246,20 +246,21 @@ unsafe fn portable_tile(j: &Job, taps: &[isize], aoff: &[usize; 4], n0: usize, m
     acc
 }
 
-/// The portable kernel compiled for AVX2 + FMA.
+/// The portable kernel compiled for AVX2 + FMA, with 6-row tiles: 12 accumulators (two
+/// 8-lane registers a row) keep both FMA pipes busy through the FMA latency, where 4 rows
+/// (8 chains) left them idle a fifth of the time; 15 of the 16 vector registers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn portable_block_fma(j: &Job, m0: usize, m1: usize, n0: usize, nb: usize) {
-    portable_block(j, m0, m1, n0, nb)
+    portable_block::<6>(j, m0, m1, n0, nb)
 }
 
-/// Portable kernel: the same FMA chains as the AVX-512 one. Tiles of 4 rows × 16 columns
+/// Portable kernel: the same FMA chains as the AVX-512 one. Tiles of R rows × 16 columns
 /// (fixed sizes, so the compiler keeps them in vector registers); short column blocks one
-/// output at a time.
+/// output at a time. Every output is the same FMA chain whatever R.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
-unsafe fn portable_block(j: &Job, m0: usize, m1: usize, n0: usize, nb: usize) {
-    const R: usize = 4;
+unsafe fn portable_block<const R: usize>(j: &Job, m0: usize, m1: usize, n0: usize, nb: usize) {
     const W: usize = 16;
     let taps = std::slice::from_raw_parts(j.taps, j.ntaps);
     let mut q0 = 0;
