@@ -29,10 +29,10 @@ from diffusion import Schedule, bits_per_dim, discretized_gaussian_log_likelihoo
 from model import Config, UNet
 
 
-def load(path):
+def load(path, weights="ema"):
     ck = torch.load(path, map_location="cpu")
     cfg = Config.from_dict(json.load(open(os.path.join(os.path.dirname(path), "config.json"))))
-    sd = ck["ema"]
+    sd = ck[weights]
     if sd["conv_out.weight"].shape[0] == 2 * cfg.in_channels:
         cfg.learn_sigma = True
     m = UNet(cfg).eval()
@@ -79,6 +79,8 @@ def main():
     ap.add_argument("--variances", default="large,optimal,learned")
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--weights", default="ema", help="ema, or model (a ckpt.pt's raw weights: the "
+                    "EMA of a freshly added v head lags the trained one by thousands of steps)")
     ap.add_argument("--out", required=True, help="CSV (appended; header written when new)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -89,10 +91,10 @@ def main():
     f = open(a.out, "a", newline="")
     w = csv.writer(f)
     if new:
-        w.writerow(["snapshot", "step", "imgs_seen", "train_h", "steps", "images", "variance",
+        w.writerow(["snapshot", "weights", "step", "imgs_seen", "train_h", "steps", "images", "variance",
                     "bits_per_dim", "ci95", "terms_bpd", "l0_bpd", "seconds"])
     for path in a.snapshots:
-        model, cfg, ck = load(path)
+        model, cfg, ck = load(path, a.weights)
         tables = None
         for var in a.variances.split(","):
             if var == "learned" and not cfg.learn_sigma:
@@ -108,7 +110,7 @@ def main():
                 terms += r["terms"].tolist()
                 l0 += r["l0"].tolist()
             n = len(tot)
-            row = [os.path.basename(path), ck["step"], ck["imgs_seen"], round(ck.get("train_secs", 0) / 3600, 4),
+            row = [os.path.basename(path), a.weights, ck["step"], ck["imgs_seen"], round(ck.get("train_secs", 0) / 3600, 4),
                    a.steps, n, var, round(float(np.mean(tot)), 5),
                    round(float(1.96 * np.std(tot, ddof=1) / math.sqrt(n)), 5),
                    round(float(np.mean(terms)), 5), round(float(np.mean(l0)), 5), round(time.time() - t0, 1)]

@@ -790,6 +790,23 @@ mod tests {
     }
 
     #[test]
+    fn channel_sums_backends_agree_on_odd_widths() {
+        for &(npix, c) in &[(7usize, 37usize), (64, 96), (5, 3), (33, 72)] {
+            let x: Vec<f32> = (0..npix * c).map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1e-3).collect();
+            let ctr: Vec<f32> = (0..c).map(|q| q as f32 * 0.01 - 0.1).collect();
+            for center in [None, Some(&ctr[..])] {
+                let mut want = vec![0f32; c];
+                channel_sums(Backend::Scalar, &x, npix, c, center, &mut want);
+                for be in Backend::available() {
+                    let mut got = vec![1f32; c];
+                    channel_sums(be, &x, npix, c, center, &mut got);
+                    assert_eq!(got, want, "{be:?} npix {npix} c {c} centred {}", center.is_some());
+                }
+            }
+        }
+    }
+
+    #[test]
     fn exp_is_accurate_and_backends_agree() {
         let xs: Vec<f32> = (-2000..2000).map(|i| i as f32 * 0.0437).collect();
         for &x in &xs {
