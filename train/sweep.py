@@ -63,6 +63,7 @@ def score(model, x0, ts, sched, gen_seed, batch=50):
     model.eval()
     N, J = ts.shape
     D = x0[0].numel()
+    C = x0.shape[1]  # eps is the first C output channels (a learn_sigma network has 2C)
     ln2 = math.log(2)
     q = torch.from_numpy(proposal(len(sched.taus)))
     x0d = x0.double()
@@ -78,7 +79,7 @@ def score(model, x0, ts, sched, gen_seed, batch=50):
         noise = torch.randn(xb.shape, generator=gen, dtype=torch.float64)
         a = sched.abar[0]
         xt = math.sqrt(a) * xb + math.sqrt(1 - a) * noise
-        eps = model(xt.float(), torch.full((B,), 1, dtype=torch.long)).double()
+        eps = model(xt.float(), torch.full((B,), 1, dtype=torch.long)).double()[:, :C]
         x0p = ((xt - math.sqrt(1 - a) * eps) / math.sqrt(a)).clamp(-1, 1)
         for v in out:
             s2 = sched.sigma2(v)[0]
@@ -94,7 +95,7 @@ def score(model, x0, ts, sched, gen_seed, batch=50):
             al = torch.from_numpy(sched.alpha[i])[:, None, None, None]
             bt = torch.from_numpy(sched.beta_tilde[i])[:, None, None, None]
             xt = ab.sqrt() * xb + (1 - ab).sqrt() * noise
-            eps = model(xt.float(), t).double()
+            eps = model(xt.float(), t).double()[:, :C]
             x0p = ((xt - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1)
             c0 = abp.sqrt() * be / (1 - ab)
             ct = al.sqrt() * (1 - abp) / (1 - ab)
