@@ -531,22 +531,9 @@ impl Diffusion {
     }
 
     /// σ² of p_θ at chain step i (for [`Variance::Learned`] the v = 0 value; the variance
-    /// itself is per dimension: [`Self::sigma_p`]).
+    /// itself is per dimension: [`crate::schedule::learned_sigma`]).
     pub fn sigma2(&self, i: usize) -> f64 {
         self.sigma2[i]
-    }
-
-    /// σ of p_θ at chain step i for each of `dims` dimensions: from the network's v for
-    /// [`Variance::Learned`] ([`crate::schedule::learned_sigma`]; `v` must then hold `dims`
-    /// values), else √σ²_i everywhere, rounded to f32.
-    pub fn sigma_p(&self, i: usize, v: Option<&[f32]>, dims: usize) -> Result<Vec<f32>> {
-        match (self.variance, v) {
-            (Variance::Learned, Some(v)) if v.len() == dims => Ok(learned_sigma(&self.schedule, i, v)),
-            (Variance::Learned, _) => Err(Error::Parameter(
-                "variance learned needs a learned-variance model (learn_sigma) and its v output".into(),
-            )),
-            _ => Ok(vec![self.sigma2(i).sqrt() as f32; dims]),
-        }
     }
 
     /// True when the chain's variance comes from the network's v ([`Variance::Learned`]).
@@ -673,8 +660,8 @@ impl Diffusion {
         self.term_bpd_sd(x0, x_t, eps, i, None)
     }
 
-    /// [`Self::term_bpd`] with p_θ's std per dimension `sd` (e.g. [`Self::sigma_p`] of a
-    /// learned variance); `None`: √σ²_i.
+    /// [`Self::term_bpd`] with p_θ's std per dimension `sd` (a learned variance's,
+    /// [`crate::schedule::learned_sigma`]); `None`: √σ²_i.
     pub fn term_bpd_sd<T: Real>(&self, x0: &[T], x_t: &[T], eps: &[T], i: usize, sd: Option<&[f32]>) -> f64 {
         assert!(i >= 1, "term_bpd is for chain steps i >= 1");
         let mu_q = self.posterior_mean(x0, x_t, i);
@@ -731,7 +718,7 @@ impl Diffusion {
         let mut sd = Vec::with_capacity(n * d);
         for j in 0..n {
             eps.extend_from_slice(&out[2 * j * d..(2 * j + 1) * d]);
-            sd.extend(self.sigma_p(i, Some(&out[(2 * j + 1) * d..(2 * j + 2) * d]), d)?);
+            sd.extend(learned_sigma(&self.schedule, i, &out[(2 * j + 1) * d..(2 * j + 2) * d]));
         }
         Ok((eps, Some(sd)))
     }
