@@ -15,7 +15,7 @@ use crate::image_io::RasterImage;
 use crate::model::Model;
 use crate::rcc::{self, RccParams, StepKey, StepStats};
 use crate::rng;
-use crate::schedule::{Schedule, Variance};
+use crate::schedule::{Schedule, StepStd, Variance};
 use crate::tiling::TileGrid;
 
 /// Default number of chain steps for `encode` (K, quadratic spacing). Chosen by measurement
@@ -30,11 +30,18 @@ pub const DEFAULT_VARIANCE: Variance = Variance::Optimal;
 /// Default for a model without tables: σ² = β (it beat β̃ at every K measured).
 pub const DEFAULT_VARIANCE_UNCALIBRATED: Variance = Variance::Large;
 
-/// The variance `name` names for `model`: "auto" is [`DEFAULT_VARIANCE`] when the model
-/// carries calibrated tables, else [`DEFAULT_VARIANCE_UNCALIBRATED`].
+/// The variance `name` names for `model`: "auto" is the learned variance for a model that
+/// has one ([`Model::learns_sigma`]), else [`DEFAULT_VARIANCE`] when the model carries
+/// calibrated tables, else [`DEFAULT_VARIANCE_UNCALIBRATED`].
 pub fn resolve_variance(name: &str, model: &Model) -> Result<Variance> {
     if name.trim().eq_ignore_ascii_case("auto") {
-        Ok(if model.variance_tables().is_some() { DEFAULT_VARIANCE } else { DEFAULT_VARIANCE_UNCALIBRATED })
+        Ok(if model.learns_sigma() {
+            Variance::Learned
+        } else if model.variance_tables().is_some() {
+            DEFAULT_VARIANCE
+        } else {
+            DEFAULT_VARIANCE_UNCALIBRATED
+        })
     } else {
         name.parse()
     }
@@ -207,9 +214,46 @@ fn initial_state(seed: u64, dims: usize) -> Vec<f32> {
     x
 }
 
-/// Mean (model range, per dimension) and std of p_θ(x_0 | x_{τ_1}) for the final step.
-fn final_step_model(diff: &Diffusion, x: &[f32], eps: &[f32]) -> (Vec<f32>, f32) {
-    (diff.predict_x0(x, eps, 0), diff.sigma2(0).sqrt() as f32)
+/// The network's outputs at chain step i for all tiles, in fixed batches of `batch` tiles: ε,
+/// and for a learned variance p_θ's std per dimension ([`crate::schedule::learned_sigma`]).
+pub fn step_outputs_tiles(model: &dyn Denoiser, diff: &Diffusion, x: &[f32], tiles: usize, batch: usize, i: usize) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+    if !diff.is_learned() {
+        return Ok((eps_tiles(model, x, tiles, batch, diff.schedule.model_t(i))?, None));
+    }
+    let d = 3 * TILE * TILE;
+    let (mut eps, mut sd) = (Vec::with_capacity(x.len()), Vec::with_capacity(x.len()));
+    for start in (0..tiles).step_by(batch.max(1)) {
+        let n = batch.min(tiles - start);
+        let (e, s) = diff.step_outputs(model, &x[start * d..(start + n) * d], n, d, i)?;
+        eps.extend(e);
+        sd.extend(s.ok_or_else(|| Error::Model("a learned variance without its std".into()))?);
+    }
+    Ok((eps, Some(sd)))
+}
+
+/// p_θ's std at chain step i: per dimension for a learned variance, else the step's.
+fn step_std<'a>(diff: &Diffusion, i: usize, sd: &'a Option<Vec<f32>>) -> StepStd<'a> {
+    match sd {
+        Some(s) => StepStd::PerDim(s),
+        None => StepStd::Uniform(diff.sigma2(i).sqrt() as f32),
+    }
+}
+
+/// Mean and std (model range) of p_θ(x_0 | x_{τ_1}) at the coded pixels `idx` for the final
+/// step.
+fn final_step_model(diff: &Diffusion, x: &[f32], eps: &[f32], sd: &Option<Vec<f32>>, idx: &[usize]) -> (Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
+    let means = diff.predict_x0(x, eps, 0);
+    let m = idx.iter().map(|&j| means[j]).collect();
+    let s = sd.as_ref().map(|s| idx.iter().map(|&j| s[j]).collect());
+    (means, m, s)
+}
+
+/// Refuses a learned variance for a model without the v output (`what`: the error to give).
+fn check_learned(variance: Variance, model: &Model, err: fn(String) -> Error) -> Result<()> {
+    if variance == Variance::Learned && !model.learns_sigma() {
+        return Err(err("variance learned needs a model with a learned variance (learn_sigma); this model predicts ε only".into()));
+    }
+    Ok(())
 }
 
 /// Encodes `img` with `model`. `observer` (optional) sees the reconstruction at every prefix.
@@ -223,6 +267,7 @@ pub fn encode(
     let start = std::time::Instant::now();
     p.rcc.validate()?;
     VarianceCode::try_from(p.variance)?; // a kind the stream can name, before any work
+    check_learned(p.variance, model, Error::Parameter)?;
     if p.rcc.chunk_bits * 256.0 != (p.rcc.chunk_bits * 256.0).round() || p.rcc.skip_below_bits * 256.0 != (p.rcc.skip_below_bits * 256.0).round() {
         return Err(Error::Parameter("chunk_bits and skip_below_bits must be multiples of 1/256".into()));
     }
@@ -243,14 +288,14 @@ pub fn encode(
     let mut step_stats: Vec<StepStats> = Vec::new();
     let total_calls = k;
     for (m, i) in (1..k).rev().enumerate() {
-        let eps = eps_tiles(model, &x, tiles, batch, diff.schedule.model_t(i))?;
+        let (eps, sd) = step_outputs_tiles(model, &diff, &x, tiles, batch, i)?;
         let x0_hat = diff.predict_x0(&x, &eps, i);
         if let Some(obs) = observer.as_deref_mut() {
             obs(m, &x0_hat)?;
         }
         let mu_p = diff.posterior_mean(&x0_hat, &x, i);
         let mu_q = diff.posterior_mean(&x0, &x, i);
-        let sigma_p = diff.sigma2(i).sqrt() as f32;
+        let sigma_p = step_std(&diff, i, &sd);
         let sigma_q = diff.posterior_variance(i).sqrt() as f32;
         w.begin_step();
         let key = StepKey { seed: p.seed, step: i as u32 };
@@ -274,18 +319,17 @@ pub fn encode(
         progress(m + 1, total_calls);
     }
     // Final step: x_{τ_1} → x_0.
-    let eps = eps_tiles(model, &x, tiles, batch, diff.schedule.model_t(0))?;
+    let (eps, sd) = step_outputs_tiles(model, &diff, &x, tiles, batch, 0)?;
     let x0_hat = diff.predict_x0(&x, &eps, 0);
     if let Some(obs) = observer.as_deref_mut() {
         obs(k - 1, &x0_hat)?;
     }
     if p.lossless {
-        let (means, std) = final_step_model(&diff, &x, &eps);
         let idx = coded_pixels(&grid, grey);
+        let (_, m, s) = final_step_model(&diff, &x, &eps, &sd, &idx);
         let values: Vec<u8> = idx.iter().map(|&j| x0_u8[j]).collect();
-        let m: Vec<f32> = idx.iter().map(|&j| means[j]).collect();
         w.begin_step();
-        let bits = w.write_pixels(&values, &m, std)?;
+        let bits = w.write_pixels(&values, &m, step_std(&diff, 0, &s))?;
         cum_ideal += bits;
         packets.push(PacketReport {
             packet: k - 1,
@@ -461,6 +505,7 @@ pub fn decode(
         return Err(Error::Format(format!("the model's resolution {} is not the stream's tile size {TILE}", model.config().resolution)));
     }
     let p = params_of(h)?;
+    check_learned(p.variance, model, Error::Format)?;
     let diff = Diffusion::with_tables(p.schedule.clone(), p.variance, model.variance_tables())?;
     let k = diff.steps();
     let total = h.num_packets();
@@ -489,10 +534,10 @@ pub fn decode(
         if rd.starved() {
             break;
         }
-        let eps = eps_tiles(model, &x, tiles, batch, diff.schedule.model_t(i))?;
+        let (eps, sd) = step_outputs_tiles(model, &diff, &x, tiles, batch, i)?;
         let x0_hat = diff.predict_x0(&x, &eps, i);
         let mu_p = diff.posterior_mean(&x0_hat, &x, i);
-        let sigma_p = diff.sigma2(i).sqrt() as f32;
+        let sigma_p = step_std(&diff, i, &sd);
         x = rcc::place_step(StepKey { seed: p.seed, step: i as u32 }, &p.rcc, &mu_p, sigma_p, &sym)?;
         decoded += 1;
         words_used = rd.words_consumed();
@@ -502,13 +547,12 @@ pub fn decode(
     let i_now = k - 1 - decoded;
     let mut samples_rgb_tiles: Option<Vec<u8>> = None;
     if p.lossless && decoded == k - 1 && limit == total {
-        let eps = eps_tiles(model, &x, tiles, batch, diff.schedule.model_t(0))?;
+        let (eps, sd) = step_outputs_tiles(model, &diff, &x, tiles, batch, 0)?;
         if let Some(rd) = r.as_mut() {
-            let (means, std) = final_step_model(&diff, &x, &eps);
             let idx = coded_pixels(&grid, grey);
-            let m: Vec<f32> = idx.iter().map(|&j| means[j]).collect();
+            let (means, m, s) = final_step_model(&diff, &x, &eps, &sd, &idx);
             let mut values = vec![0u8; idx.len()];
-            rd.read_pixels(&m, std, &mut values)?;
+            rd.read_pixels(&m, step_std(&diff, 0, &s), &mut values)?;
             if !rd.starved() {
                 let mut out = to_u8(&means);
                 for (&j, &v) in idx.iter().zip(&values) {

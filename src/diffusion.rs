@@ -702,7 +702,7 @@ impl Diffusion {
 
     /// The network's output for a batch at chain step i, split per image into (ε, σ per
     /// dimension or `None` for a per-step variance).
-    fn step_outputs(&self, den: &dyn Denoiser, x_t: &[f32], n: usize, d: usize, i: usize) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+    pub fn step_outputs(&self, den: &dyn Denoiser, x_t: &[f32], n: usize, d: usize, i: usize) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
         let t = self.schedule.model_t(i);
         if !self.is_learned() {
             let eps = den.eps(x_t, n, t)?;

@@ -87,6 +87,7 @@ use probability::distribution::Gaussian;
 
 use crate::error::{format_err, Error, Result};
 use crate::rng::{det_exp, det_ln, std_normal_cdf};
+use crate::schedule::StepStd;
 
 /// Fixed-point precision of all models (constriction's default preset).
 pub const PRECISION: u32 = 24;
@@ -591,9 +592,15 @@ impl SymbolWriter {
         Ok(bits)
     }
 
-    /// Records pixel values with per-pixel model-space means `mu` and a shared std `sigma`
-    /// (both in [−1, 1] units); returns their ideal bits.
-    pub fn write_pixels(&mut self, values: &[u8], mu: &[f32], sigma: f32) -> Result<f64> {
+    /// Records pixel values with per-pixel model-space means `mu` and a std `sigma`, shared or
+    /// one per pixel (both in [−1, 1] units); returns their ideal bits.
+    pub fn write_pixels<'s>(&mut self, values: &[u8], mu: &[f32], sigma: impl Into<StepStd<'s>>) -> Result<f64> {
+        let sigma = sigma.into();
+        if let StepStd::PerDim(sd) = sigma {
+            if sd.len() != mu.len() {
+                return Err(Error::Parameter(format!("{} stds but {} means", sd.len(), mu.len())));
+            }
+        }
         if values.len() != mu.len() {
             return Err(Error::Parameter(format!(
                 "{} pixel values but {} means",
@@ -603,9 +610,10 @@ impl SymbolWriter {
         }
         self.ensure_step();
         let mut bits = 0.0;
-        for (&v, &m) in values.iter().zip(mu) {
-            bits += pixel_ideal_bits(v, m as f64, sigma as f64);
-            self.syms.push(Sym::Pixel(v, PixelParams::snap(m, sigma)));
+        for (k, (&v, &m)) in values.iter().zip(mu).enumerate() {
+            let sd = sigma.at(k);
+            bits += pixel_ideal_bits(v, m as f64, sd as f64);
+            self.syms.push(Sym::Pixel(v, PixelParams::snap(m, sd)));
         }
         self.ideal.pixels += bits;
         Ok(bits)
@@ -768,7 +776,13 @@ impl SymbolReader {
     }
 
     /// Pops pixel values into `out` with model-space means `mu` and std `sigma` (as written).
-    pub fn read_pixels(&mut self, mu: &[f32], sigma: f32, out: &mut [u8]) -> Result<()> {
+    pub fn read_pixels<'s>(&mut self, mu: &[f32], sigma: impl Into<StepStd<'s>>, out: &mut [u8]) -> Result<()> {
+        let sigma = sigma.into();
+        if let StepStd::PerDim(sd) = sigma {
+            if sd.len() != mu.len() {
+                return Err(Error::Parameter(format!("{} stds but {} means", sd.len(), mu.len())));
+            }
+        }
         if out.len() != mu.len() {
             return Err(Error::Parameter(format!(
                 "{} outputs but {} means",
@@ -776,8 +790,8 @@ impl SymbolReader {
                 mu.len()
             )));
         }
-        for (o, &m) in out.iter_mut().zip(mu) {
-            let model = PixelParams::snap(m, sigma).model(&self.cache.quantizer);
+        for (k, (o, &m)) in out.iter_mut().zip(mu).enumerate() {
+            let model = PixelParams::snap(m, sigma.at(k)).model(&self.cache.quantizer);
             self.garbage |= self.coder.bulk().starved;
             let v = self
                 .coder

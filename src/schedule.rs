@@ -177,6 +177,63 @@ pub fn chain_sigma2(s: &Schedule, variance: Variance, tables: Option<&VarianceTa
     }
 }
 
+/// The std of p_θ at one chain step: one value for every dimension (the per-step kinds) or one
+/// per dimension (a learned variance, [`learned_sigma`]). Coders take `impl Into<StepStd>`, so an
+/// `f32` or a `&[f32]` can be passed as it is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum StepStd<'a> {
+    /// The same std in every dimension.
+    Uniform(f32),
+    /// The std of each dimension.
+    PerDim(&'a [f32]),
+}
+
+impl StepStd<'_> {
+    /// The std of dimension `d`.
+    #[inline]
+    pub fn at(&self, d: usize) -> f32 {
+        match self {
+            StepStd::Uniform(s) => *s,
+            StepStd::PerDim(v) => v[d],
+        }
+    }
+
+    /// Checks that the std is finite and positive everywhere and, per dimension, that there is
+    /// one for each of `dims` dimensions ([`Error::Parameter`] otherwise).
+    pub fn check(&self, what: &str, dims: usize) -> Result<()> {
+        let ok = |s: f32| s.is_finite() && s > 0.0;
+        match self {
+            StepStd::Uniform(s) if !ok(*s) => Err(Error::Parameter(format!("{what} {s} must be finite and > 0"))),
+            StepStd::PerDim(v) if v.len() != dims => {
+                Err(Error::Parameter(format!("{what} has {} dims, expected {dims}", v.len())))
+            }
+            StepStd::PerDim(v) => match v.iter().position(|&s| !ok(s)) {
+                Some(k) => Err(Error::Parameter(format!("{what}[{k}] = {} must be finite and > 0", v[k]))),
+                None => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+}
+
+impl From<f32> for StepStd<'static> {
+    fn from(s: f32) -> Self {
+        StepStd::Uniform(s)
+    }
+}
+
+impl<'a> From<&'a [f32]> for StepStd<'a> {
+    fn from(v: &'a [f32]) -> Self {
+        StepStd::PerDim(v)
+    }
+}
+
+impl<'a> From<&'a Vec<f32>> for StepStd<'a> {
+    fn from(v: &'a Vec<f32>) -> Self {
+        StepStd::PerDim(v)
+    }
+}
+
 /// Largest |v| the learned variance accepts: f = (v + 1)/2 is clamped to
 /// [−LEARNED_V_MAX/2 + 1/2, LEARNED_V_MAX/2 + 1/2] (the trained head stays well inside).
 pub const LEARNED_V_MAX: f32 = 3.0;

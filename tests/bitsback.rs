@@ -106,6 +106,30 @@ fn bitsback_pack_on_one_thread_unpack_on_two() {
     assert_eq!(a.header.items[2].name, "img002");
 }
 
+/// The learned variance (σ per dimension from a `learn_sigma` model's v, archive variance code
+/// 4): round trip on mixed geometry, 1 vs 2 threads; an ε-only model is refused before work.
+#[test]
+fn bitsback_learned_variance_round_trip() {
+    let m = Model::from_dir(&repo_path("tests/fixtures/tiny_sigma")).unwrap();
+    let items = vec![item("a", image(40, 20, 3, 0)), item("g", image(9, 33, 1, 1))];
+    let mut p = params(3);
+    p.variance = Variance::Learned;
+    let p1 = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let p2 = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let (b1, _) = p1.install(|| bitsback::pack(&m, &items, &p, &mut no_progress())).unwrap();
+    let (b2, _) = p2.install(|| bitsback::pack(&m, &items, &p, &mut no_progress())).unwrap();
+    assert_eq!(b1, b2, "archive depends on the thread count");
+    assert_eq!(bitsback::read_archive(&b1, &lim()).unwrap().header.variance, 4);
+    let (out, _) = p2.install(|| bitsback::unpack(&m, &b1, &lim(), &mut no_progress())).unwrap();
+    assert_eq!(out.iter().map(|o| &o.image).collect::<Vec<_>>(), items.iter().map(|i| &i.image).collect::<Vec<_>>());
+    let (small, _) = bitsback::pack(&m, &items, &params(3), &mut no_progress()).unwrap();
+    assert_ne!(small, b1);
+    match bitsback::pack(&tiny(), &items, &p, &mut no_progress()) {
+        Err(Error::Parameter(e)) => assert!(e.contains("learn"), "{e}"),
+        other => panic!("expected a parameter error, got {:?}", other.map(|(b, _)| b.len())),
+    }
+}
+
 /// The SPEC's test vector: one 8×4 RGB image "v0" (samples (3·i) mod 256, i = 0..95), tiny
 /// model, K = 2 (dense: τ = [250, 1000]), variance small, latent_bits 4, seed 1.
 fn vector_input() -> (Vec<Item>, PackParams) {

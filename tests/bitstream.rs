@@ -1,4 +1,4 @@
-//! Container format tests: format/SPEC.md (version 4) against src/bitstream, the test vectors
+//! Container format tests: format/SPEC.md (version 5) against src/bitstream, the test vectors
 //! in format/vectors/, truncation, corruption and hostile input.
 
 use std::path::PathBuf;
@@ -54,7 +54,7 @@ fn vectors_match_readme_hashes() {
         assert_eq!(b.len().to_string(), cells[3], "{name}");
         n += 1;
     }
-    assert_eq!(n, 8);
+    assert_eq!(n, 9);
 }
 
 #[test]
@@ -100,6 +100,14 @@ fn vector_truncated_and_corrupt() {
     assert!(matches!(e, Error::Format(_)) && e.to_string().contains("version 2"), "{e}");
     let e = read(&vector("version3.ddpc")).unwrap_err();
     assert!(matches!(e, Error::Format(_)) && e.to_string().contains("version 3"), "{e}");
+    let e = read(&vector("version4.ddpc")).unwrap_err();
+    assert!(matches!(e, Error::Format(_)) && e.to_string().contains("format version 4 is not supported (this build reads version 5)"), "{e}");
+    // version4.ddpc is valid_default.ddpc with version byte 4 (and its header CRC)
+    let mut v5 = vector("version4.ddpc");
+    v5[4] = 5;
+    let crc = crc32fast::hash(&v5[..18]);
+    v5[18..22].copy_from_slice(&crc.to_le_bytes());
+    assert_eq!(v5, vector("valid_default.ddpc"));
 }
 
 #[test]

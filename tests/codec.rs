@@ -193,11 +193,13 @@ fn old_format_versions_get_a_version_error() {
     v2.extend_from_slice(&[0u8; 100]);
     let err = codec::decode(&tiny(), &v2, &DecodeOptions::default(), &mut no_progress()).unwrap_err();
     assert!(matches!(err, Error::Format(_)) && err.to_string().contains("version 2"), "{err}");
-    // a version-3 stream (same container, older body semantics) is refused, not misread
+    // version-3 and -4 streams (same container, other body semantics) are refused, not misread
     let (mut v3, _) = codec::encode(&tiny(), &image(8, 8, 3), &params(3), &mut no_progress(), None).unwrap();
-    v3[4] = 3;
-    let err = codec::decode(&tiny(), &v3, &DecodeOptions::default(), &mut no_progress()).unwrap_err();
-    assert!(matches!(err, Error::Format(_)) && err.to_string().contains("version 3"), "{err}");
+    for v in [3u8, 4] {
+        v3[4] = v;
+        let err = codec::decode(&tiny(), &v3, &DecodeOptions::default(), &mut no_progress()).unwrap_err();
+        assert!(matches!(err, Error::Format(_)) && err.to_string().contains(&format!("version {v}")), "{err}");
+    }
 }
 
 proptest::proptest! {
@@ -274,26 +276,82 @@ fn nll_and_the_codec_agree_on_the_ideal_length() {
     assert!((0..k).all(|i| dn.sigma2(i) == dc.sigma2(i)));
 }
 
-/// The learned variance (a `learn_sigma` model's v) is measured by `nll`, and refused by the
-/// encoder before any work with a clear error: format 4's variance field has no code for it.
+fn tiny_sigma() -> Model {
+    Model::from_dir(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny_sigma"))).unwrap()
+}
+
+/// The learned variance (a `learn_sigma` model's v, σ per dimension) is coded (format 5,
+/// variance code 3): lossless round trips, every prefix decodes what the encoder saw, the
+/// stream does not depend on the thread count, and `nll` measures the same variance.
 #[test]
-fn learned_variance_is_measured_by_nll_and_refused_by_the_encoder() {
-    let sigma = Model::from_dir(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny_sigma"))).unwrap();
+fn learned_variance_round_trips_and_is_measured_by_nll() {
+    let sigma = tiny_sigma();
+    let mut p = params(4);
+    p.variance = Variance::Learned;
+    for (w, h, c) in [(40u32, 20u32, 3u8), (9, 33, 1)] {
+        let img = image(w, h, c);
+        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let (bytes, rep) = one.install(|| codec::encode(&sigma, &img, &p, &mut no_progress(), None)).unwrap();
+        let (bytes2, _) = two.install(|| codec::encode(&sigma, &img, &p, &mut no_progress(), None)).unwrap();
+        assert_eq!(bytes, bytes2, "the stream depends on the thread count");
+        assert_eq!((bytes[5] >> 6) & 3, 3, "variance code 3 (learned)");
+        let (out, d) = two.install(|| codec::decode(&sigma, &bytes, &DecodeOptions::default(), &mut no_progress())).unwrap();
+        assert!(d.lossless);
+        assert_eq!(out, img, "{w}x{h}x{c}");
+        // a prefix decodes exactly the packets it holds, as the full stream's prefix
+        let cut = rep.prefix_bytes(2);
+        let (a, da) = codec::decode(&sigma, &bytes[..cut], &DecodeOptions::default(), &mut no_progress()).unwrap();
+        let o = DecodeOptions { max_packets: Some(da.packets_decoded), ..Default::default() };
+        let (b, _) = codec::decode(&sigma, &bytes, &o, &mut no_progress()).unwrap();
+        assert!(da.packets_decoded >= 2 && !da.lossless);
+        assert_eq!(a, b);
+    }
+    // a different variance is a different stream of the same image
+    let img = image(32, 32, 3);
+    let (learned, _) = codec::encode(&sigma, &img, &p, &mut no_progress(), None).unwrap();
+    let mut ps = params(4);
+    ps.variance = Variance::Small;
+    let (small, _) = codec::encode(&sigma, &img, &ps, &mut no_progress(), None).unwrap();
+    assert_ne!(learned, small);
+    // nll measures it, and it differs from the per-step kinds
+    let x0 = ddpm_codec::tiling::TileGrid::new(32, 32, 32).to_tiles(&img.to_rgb());
+    let sched = codec::make_schedule(1000, 4, "dense").unwrap();
+    let nll = |m: &Model, v: Variance| ddpm_codec::eval::nll::run_nll(m, &x0, &sched, v, None, "exact".parse().unwrap(), 1, 0, &mut no_progress());
+    let l = nll(&sigma, Variance::Learned).unwrap().total_bits_per_dim;
+    let sm = nll(&sigma, Variance::Small).unwrap().total_bits_per_dim;
+    assert!(l.is_finite() && l > 0.0 && (l - sm).abs() > 1e-6, "{l} vs {sm}");
+}
+
+/// What cannot be coded is refused before any work with a clear error: the learned variance
+/// with an ε-only model (encoder: a parameter error; a stream that claims it for such a model:
+/// a format error), and Analytic-DPM, which format 5 does not name.
+#[test]
+fn learned_variance_needs_its_model_and_analytic_is_not_codable() {
     let img = image(32, 32, 3);
     let mut p = params(3);
     p.variance = Variance::Learned;
     let t0 = std::time::Instant::now();
-    match codec::encode(&sigma, &img, &p, &mut no_progress(), None) {
-        Err(Error::Parameter(m)) => assert!(m.contains("learned"), "{m}"),
+    match codec::encode(&tiny(), &img, &p, &mut no_progress(), None) {
+        Err(Error::Parameter(m)) => assert!(m.contains("learn"), "{m}"),
+        other => panic!("expected a parameter error, got {:?}", other.map(|(b, _)| b.len())),
+    }
+    p.variance = Variance::Analytic;
+    match codec::encode(&tiny(), &img, &p, &mut no_progress(), None) {
+        Err(Error::Parameter(m)) => assert!(m.contains("analytic"), "{m}"),
         other => panic!("expected a parameter error, got {:?}", other.map(|(b, _)| b.len())),
     }
     assert!(t0.elapsed().as_secs_f64() < 1.0, "refused before the chain");
+    // a stream of the tiny model whose variance field says learned (resealed: CRCs valid)
+    let (mut b, _) = codec::encode(&tiny(), &img, &params(3), &mut no_progress(), None).unwrap();
+    b[5] |= 3 << 6;
+    assert!(ddpm_codec::fuzzing::reseal(&mut b, &tiny().sha256()));
+    match codec::decode(&tiny(), &b, &DecodeOptions::default(), &mut no_progress()) {
+        Err(Error::Format(m)) => assert!(m.contains("learn"), "{m}"),
+        other => panic!("expected a format error, got {:?}", other.map(|(i, _)| i.width)),
+    }
+    // an ε-only model has no v for nll either
     let x0 = ddpm_codec::tiling::TileGrid::new(32, 32, 32).to_tiles(&img.to_rgb());
     let sched = codec::make_schedule(1000, 4, "dense").unwrap();
-    let nll = |m: &Model, v: Variance| ddpm_codec::eval::nll::run_nll(m, &x0, &sched, v, None, "exact".parse().unwrap(), 1, 0, &mut no_progress());
-    let learned = nll(&sigma, Variance::Learned).unwrap().total_bits_per_dim;
-    let small = nll(&sigma, Variance::Small).unwrap().total_bits_per_dim;
-    assert!(learned.is_finite() && learned > 0.0 && (learned - small).abs() > 1e-6, "{learned} vs {small}");
-    // an ε-only model has no v
-    assert!(nll(&tiny(), Variance::Learned).is_err());
+    assert!(ddpm_codec::eval::nll::run_nll(&tiny(), &x0, &sched, Variance::Learned, None, "exact".parse().unwrap(), 1, 0, &mut no_progress()).is_err());
 }

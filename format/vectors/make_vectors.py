@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the test vectors of format/vectors/ straight from format/SPEC.md (version 4).
+"""Writes the test vectors of format/vectors/ straight from format/SPEC.md (version 5).
 
 Independent of the Rust code on purpose: if the reader and this script disagree, one of them
 departs from the spec. Standard library only. Run from any directory:
@@ -12,7 +12,7 @@ import struct
 import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-VERSION = 4
+VERSION = 5
 
 
 def crc(b: bytes) -> int:
@@ -33,7 +33,7 @@ def varint(v: int) -> bytes:
 def stream(*, lossless, channels, kind, variance, width, height, k, model_id, params=None,
            taus=None, words, check=None):
     """SPEC § 1. channels: 0 grey, 1 RGB, 2 RGBA; kind: 0 explicit, 1 even, 2 quadratic;
-    variance 0..3; params: None (defaults) or a dict of the § 3 group."""
+    variance 0..3 (0 small, 1 large, 2 optimal, 3 learned); params: None (defaults) or a dict of the § 3 group."""
     flags = lossless | channels << 1 | (8 if params else 0) | kind << 4 | variance << 6
     h = b"DDPC" + bytes([VERSION, flags]) + varint(width) + varint(height) + varint(k) + bytes(model_id)
     if params:
@@ -90,13 +90,14 @@ h, body = stream(lossless=1, channels=1, kind=2, variance=2, width=32, height=32
 print(f"valid_default.ddpc header {len(h)} bytes")
 write("valid_default.ddpc", h + body)
 
-# a complete version-3 file (the container of version 4 with version byte 3): refused by version
+# complete version-4 and version-3 files (the container of version 5 with version byte 4 or 3):
+# refused by version
 old = VERSION
-VERSION = 3
-h, body = stream(lossless=1, channels=1, kind=2, variance=2, width=32, height=32, k=50,
-                 model_id=[0xAB, 0xCD, 0xEF, 0x01], words=words, check=0x12345678)
+for VERSION in (4, 3):
+    h, body = stream(lossless=1, channels=1, kind=2, variance=2, width=32, height=32, k=50,
+                     model_id=[0xAB, 0xCD, 0xEF, 0x01], words=words, check=0x12345678)
+    write(f"version{VERSION}.ddpc", h + body)
 VERSION = old
-write("version3.ddpc", h + body)
 
 # the first bytes of a version-2 file (magic, version 2, header_len 80)
 write("version2.ddpc", b"DDPC" + bytes([2]) + struct.pack("<I", 80) + bytes(20))

@@ -72,7 +72,7 @@ pub struct ArchiveHeader {
     pub t_max: u16,
     /// τ_1..τ_K.
     pub taus: Vec<u16>,
-    /// 0 small, 1 large, 2 optimal, 3 analytic.
+    /// 0 small, 1 large, 2 optimal, 3 analytic, 4 learned.
     pub variance: u8,
     /// e_ℓ for levels ℓ = 1..K: δ_ℓ = 2^e_ℓ.
     pub grid_exp: Vec<i8>,
@@ -334,7 +334,7 @@ pub fn read_archive(bytes: &[u8], lim: &ArchiveLimits) -> Result<Archive> {
         return Err(format_err("taus must be strictly increasing from ≥ 1 to t_max"));
     }
     let variance = c.u8()?;
-    if variance > 3 {
+    if variance > 4 {
         return Err(format_err(format!("variance code {variance}")));
     }
     let grid_exp: Vec<i8> = c.take(k)?.iter().map(|&b| b as i8).collect();

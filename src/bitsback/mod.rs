@@ -52,13 +52,12 @@ pub mod coder;
 
 use serde::Serialize;
 
-use crate::codec::{eps_tiles, TILE};
+use crate::codec::{step_outputs_tiles, TILE};
 use crate::data::to_model_range;
 use crate::diffusion::{Denoiser, Diffusion};
-use crate::error::{Error, Result};
+use crate::error::{format_err, Error, Result};
 use crate::image_io::RasterImage;
 use crate::model::Model;
-use crate::bitstream::header::VarianceCode;
 use crate::schedule::{Schedule, Variance};
 use crate::tiling::TileGrid;
 
@@ -162,12 +161,27 @@ pub struct UnpackReport {
     pub unpack_seconds: f64,
 }
 
+/// The archive's variance code (SPEC § A2; its own u8 field, not the stream's 2-bit one):
+/// 0 small, 1 large, 2 optimal, 3 analytic, 4 learned.
 fn variance_code(v: Variance) -> Result<u8> {
-    Ok(VarianceCode::try_from(v)?.code())
+    Ok(match v {
+        Variance::Small => 0,
+        Variance::Large => 1,
+        Variance::Optimal => 2,
+        Variance::Analytic => 3,
+        Variance::Learned => 4,
+    })
 }
 
 fn variance_of(c: u8) -> Result<Variance> {
-    Ok(VarianceCode::try_from(c)?.into())
+    Ok(match c {
+        0 => Variance::Small,
+        1 => Variance::Large,
+        2 => Variance::Optimal,
+        3 => Variance::Analytic,
+        4 => Variance::Learned,
+        _ => return Err(format_err(format!("unknown variance code {c} (expected 0..=4)"))),
+    })
 }
 
 /// The initial stack words: word j = splitmix64 of `seed + (j + 1)·0x9E3779B97F4A7C15`.
@@ -236,9 +250,14 @@ impl Chain<'_> {
         let g = self.grids[level - 1];
         bins.iter().map(|&n| g.value(n)).collect()
     }
-    fn eps(&mut self, x: &[f32], n: usize, i: usize) -> Result<Vec<f32>> {
+    /// ε at chain step i for n tiles, and p_θ's std per dimension for a learned variance.
+    fn eps(&mut self, x: &[f32], n: usize, i: usize) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
         self.calls += 1;
-        eps_tiles(self.model, x, n, n.max(1), self.diff.schedule.model_t(i))
+        step_outputs_tiles(self.model, &self.diff, x, n, n.max(1), i)
+    }
+    /// p_θ's std of dimension d at chain step i.
+    fn std_at(&self, i: usize, sd: &Option<Vec<f32>>, d: usize) -> f64 {
+        sd.as_ref().map_or_else(|| self.diff.sigma2(i).sqrt(), |s| s[d] as f64)
     }
     /// q(level i+1 | level i) of dimension d, given level i's values.
     fn q_model(&self, i: usize, prev: f32) -> LatentGaussian {
@@ -305,7 +324,10 @@ fn geometry(items: &[(u32, u32, u8)]) -> Geometry {
 }
 
 fn make_chain<'a>(model: &'a Model, schedule: Schedule, variance: Variance, grid_exp: &[i8], range_log2: u32) -> Result<Chain<'a>> {
-    variance_code(variance)?; // a kind the archive can name (not yet: learned)
+    variance_code(variance)?;
+    if variance == Variance::Learned && !model.learns_sigma() {
+        return Err(Error::Parameter("variance learned needs a model with a learned variance (learn_sigma)".into()));
+    }
     let diff = Diffusion::with_tables(schedule, variance, model.variance_tables())?;
     let grids = grid_exp.iter().map(|&e| LevelGrid::new(e as i32, range_log2)).collect::<Result<Vec<_>>>()?;
     Ok(Chain { model, diff, grids, calls: 0 })
@@ -319,12 +341,12 @@ fn encode_group(ch: &mut Chain, st: &mut Stack, x0_u8: &[u8], coded: &[Vec<usize
     // level 1 from q(x_{τ_1} | x_0)
     let mut prev_bins: Vec<i32> = x0.iter().map(|&v| st.pop_q(ch.grids[0], ch.q_model(0, v))).collect();
     let mut prev_x = ch.values(1, &prev_bins);
-    let eps = ch.eps(&prev_x, n, 0)?;
+    let (eps, sd) = ch.eps(&prev_x, n, 0)?;
     let means = ch.diff.predict_x0(&prev_x, &eps, 0);
-    let sd = ch.diff.sigma2(0).sqrt() as f32;
     for (t, pos) in coded.iter().enumerate() {
         for &j in pos {
-            st.push_pixel(x0_u8[t * D + j], means[t * D + j], sd)?;
+            let d = t * D + j;
+            st.push_pixel(x0_u8[d], means[d], ch.std_at(0, &sd, d) as f32)?;
         }
     }
     let trace = std::env::var_os("BB_TRACE").is_some();
@@ -333,12 +355,11 @@ fn encode_group(ch: &mut Chain, st: &mut Stack, x0_u8: &[u8], coded: &[Vec<usize
         let next_bins: Vec<i32> = prev_x.iter().map(|&v| st.pop_q(ch.grids[i], ch.q_model(i, v))).collect();
         let b1 = st.bits();
         let next_x = ch.values(i + 1, &next_bins);
-        let eps = ch.eps(&next_x, n, i)?;
+        let (eps, sd) = ch.eps(&next_x, n, i)?;
         let mu = ch.diff.p_mean(&next_x, &eps, i);
-        let sp = ch.diff.sigma2(i).sqrt();
         let g = ch.grids[i - 1];
-        for (&b, &m) in prev_bins.iter().zip(&mu) {
-            st.push_p(g, LatentGaussian::new(g, m as f64, sp), b)?;
+        for (d, (&b, &m)) in prev_bins.iter().zip(&mu).enumerate() {
+            st.push_p(g, LatentGaussian::new(g, m as f64, ch.std_at(i, &sd, d)), b)?;
         }
         if trace {
             let nd = prev_bins.len() as f64;
@@ -369,13 +390,12 @@ fn decode_group(ch: &mut Chain, st: &mut Stack, geo: &Geometry, refs: &[TileRef]
     }
     for i in (1..k).rev() {
         let next_x = ch.values(i + 1, &next_bins);
-        let eps = ch.eps(&next_x, n, i)?;
+        let (eps, sd) = ch.eps(&next_x, n, i)?;
         let mu = ch.diff.p_mean(&next_x, &eps, i);
-        let sp = ch.diff.sigma2(i).sqrt();
         let gp = ch.grids[i - 1];
         let mut prev_bins = vec![0i32; n * D];
-        for (b, &m) in prev_bins.iter_mut().zip(&mu).rev() {
-            *b = st.pop_p(gp, LatentGaussian::new(gp, m as f64, sp));
+        for (d, (b, &m)) in prev_bins.iter_mut().zip(&mu).enumerate().rev() {
+            *b = st.pop_p(gp, LatentGaussian::new(gp, m as f64, ch.std_at(i, &sd, d)));
         }
         let prev_x = ch.values(i, &prev_bins);
         for (&b, &v) in next_bins.iter().zip(&prev_x).rev() {
@@ -384,16 +404,16 @@ fn decode_group(ch: &mut Chain, st: &mut Stack, geo: &Geometry, refs: &[TileRef]
         next_bins = prev_bins;
     }
     let x1 = ch.values(1, &next_bins);
-    let eps = ch.eps(&x1, n, 0)?;
+    let (eps, sd) = ch.eps(&x1, n, 0)?;
     let means = ch.diff.predict_x0(&x1, &eps, 0);
-    let sd = ch.diff.sigma2(0).sqrt() as f32;
     let mut out = vec![0u8; n * D];
     for (t, r) in refs.iter().enumerate().rev() {
         let grid = &geo.grids[r.item];
         let grey = geo.grey[r.item];
         let pos = coded_positions(grid, r.tile, grey);
         for &j in pos.iter().rev() {
-            out[t * D + j] = st.pop_pixel(means[t * D + j], sd);
+            let d = t * D + j;
+            out[d] = st.pop_pixel(means[d], ch.std_at(0, &sd, d) as f32);
         }
         fill_tile(grid, r.tile, grey, &mut out[t * D..(t + 1) * D]);
     }
@@ -588,4 +608,24 @@ pub fn unpack(model: &Model, bytes: &[u8], lim: &ArchiveLimits, progress: &mut d
     }
     let rep = UnpackReport { items: items.len(), tiles: geo.tiles.len() as u64, network_calls: ch.calls, unpack_seconds: start.elapsed().as_secs_f64() };
     Ok((items, rep))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_variance_codes_round_trip() {
+        for (v, c) in [
+            (Variance::Small, 0),
+            (Variance::Large, 1),
+            (Variance::Optimal, 2),
+            (Variance::Analytic, 3),
+            (Variance::Learned, 4),
+        ] {
+            assert_eq!(variance_code(v).unwrap(), c);
+            assert_eq!(variance_of(c).unwrap(), v);
+        }
+        assert!(matches!(variance_of(5), Err(Error::Format(_))));
+    }
 }

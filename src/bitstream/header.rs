@@ -1,4 +1,4 @@
-//! The header of format/SPEC.md (version 4): typed representation, byte encoding, validation.
+//! The header of format/SPEC.md (version 5): typed representation, byte encoding, validation.
 //! Reader functions are named after the spec's fields.
 
 use std::fmt::Write as _;
@@ -7,12 +7,12 @@ use super::Limits;
 use crate::error::{format_err, Error, Result};
 use crate::schedule::{even_taus, quadratic_taus};
 
-/// Tile edge of version 4 (the shipped models' resolution).
+/// Tile edge of version 5 (the shipped models' resolution).
 pub const TILE_SIZE: u16 = 32;
 /// File magic.
 pub const MAGIC: [u8; 4] = *b"DDPC";
 /// Format version written and read.
-pub const VERSION: u8 = 4;
+pub const VERSION: u8 = 5;
 /// Largest t_max (structural).
 pub const MAX_T_MAX: u32 = 10_000;
 /// Largest batch_tiles (structural).
@@ -111,8 +111,9 @@ pub enum VarianceCode {
     Large = 1,
     /// Code 2: the KL-optimal per-step σ² from the model's calibrated tables.
     Optimal = 2,
-    /// Code 3: Analytic-DPM's σ² from the model's calibrated Γ table.
-    Analytic = 3,
+    /// Code 3: learned (Improved DDPM), σ per dimension from the network's v output
+    /// ([`crate::schedule::learned_sigma`]); only a `learn_sigma` model codes or decodes it.
+    Learned = 3,
 }
 
 impl VarianceCode {
@@ -129,7 +130,7 @@ impl TryFrom<u8> for VarianceCode {
             0 => Ok(VarianceCode::Small),
             1 => Ok(VarianceCode::Large),
             2 => Ok(VarianceCode::Optimal),
-            3 => Ok(VarianceCode::Analytic),
+            3 => Ok(VarianceCode::Learned),
             _ => Err(format_err(format!(
                 "unknown variance code {v} (expected 0..=3)"
             ))),
@@ -137,9 +138,10 @@ impl TryFrom<u8> for VarianceCode {
     }
 }
 
-/// The one mapping between the reverse-variance kinds and their code (streams and archives).
-/// [`crate::schedule::Variance::Learned`] has no code in format 4 (the 2-bit field is full):
-/// the learned variance is measured by `nll` and not yet coded, an [`Error::Parameter`].
+/// The mapping between the reverse-variance kinds and their stream code (format 5; archives
+/// have their own byte, `bitsback::variance_code`). [`crate::schedule::Variance::Analytic`] has no
+/// code in format 5 (the 2-bit field is full; it equals optimal within 0.0001 bits/dim on our
+/// model): `nll` still measures it, a stream refuses it with an [`Error::Parameter`].
 impl TryFrom<crate::schedule::Variance> for VarianceCode {
     type Error = Error;
     fn try_from(v: crate::schedule::Variance) -> Result<Self> {
@@ -148,9 +150,9 @@ impl TryFrom<crate::schedule::Variance> for VarianceCode {
             Variance::Small => Ok(VarianceCode::Small),
             Variance::Large => Ok(VarianceCode::Large),
             Variance::Optimal => Ok(VarianceCode::Optimal),
-            Variance::Analytic => Ok(VarianceCode::Analytic),
-            Variance::Learned => Err(Error::Parameter(
-                "variance learned is not codable in format 4 (nll measures it; streams and archives use small, large, optimal or analytic)".into(),
+            Variance::Learned => Ok(VarianceCode::Learned),
+            Variance::Analytic => Err(Error::Parameter(
+                "variance analytic is not codable in a stream (format 5 codes small, large, optimal or learned; nll measures analytic)".into(),
             )),
         }
     }
@@ -163,7 +165,7 @@ impl From<VarianceCode> for crate::schedule::Variance {
             VarianceCode::Small => Variance::Small,
             VarianceCode::Large => Variance::Large,
             VarianceCode::Optimal => Variance::Optimal,
-            VarianceCode::Analytic => Variance::Analytic,
+            VarianceCode::Learned => Variance::Learned,
         }
     }
 }
@@ -275,7 +277,7 @@ pub struct SealOffsets {
     pub header_crc: usize,
 }
 
-/// The header of a version-4 stream (format/SPEC.md § 1). K is `taus.len()`.
+/// The header of a version-5 stream (format/SPEC.md § 1). K is `taus.len()`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
     /// The first 4 bytes of the SHA-256 of the model file.
@@ -666,7 +668,7 @@ impl Header {
                 VarianceCode::Small => "small (beta tilde)",
                 VarianceCode::Large => "large (beta)",
                 VarianceCode::Optimal => "optimal (calibrated, model tables)",
-                VarianceCode::Analytic => "analytic-dpm (calibrated, model tables)",
+                VarianceCode::Learned => "learned (per dimension, from the network's v)",
             }
         );
         let _ = writeln!(
@@ -768,12 +770,33 @@ mod tests {
 
     #[test]
     fn old_versions_are_named() {
-        for v in 1..VERSION {
+        assert_eq!(VERSION, 5);
+        for v in 1..=4u8 {
             let mut b = sample().encode().unwrap();
             b[4] = v;
             let e = Header::read(&b, &Limits::default()).unwrap_err().to_string();
             assert!(e.contains(&format!("version {v} is not supported")), "{e}");
         }
+    }
+
+    #[test]
+    fn variance_code_3_is_learned_and_analytic_is_not_codable() {
+        use crate::schedule::Variance;
+        assert_eq!(VarianceCode::try_from(3u8).unwrap(), VarianceCode::Learned);
+        assert_eq!(VarianceCode::try_from(Variance::Learned).unwrap().code(), 3);
+        assert_eq!(Variance::from(VarianceCode::Learned), Variance::Learned);
+        assert!(VarianceCode::try_from(4u8).is_err());
+        let e = VarianceCode::try_from(Variance::Analytic).unwrap_err();
+        assert!(matches!(e, Error::Parameter(_)) && e.to_string().contains("analytic"), "{e}");
+        for (v, c) in [(Variance::Small, 0), (Variance::Large, 1), (Variance::Optimal, 2), (Variance::Learned, 3)] {
+            let code = VarianceCode::try_from(v).unwrap();
+            assert_eq!((code.code(), Variance::from(code)), (c, v));
+        }
+        let h = Header { variance: VarianceCode::Learned, ..sample() };
+        let b = h.encode().unwrap();
+        assert_eq!(b[5] >> 6, 3);
+        assert_eq!(Header::read(&b, &Limits::default()).unwrap().0, h);
+        assert!(h.summary().contains("learned"));
     }
 
     #[test]

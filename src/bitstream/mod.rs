@@ -1,4 +1,4 @@
-//! The container format, exactly as specified in `format/SPEC.md` (version 4).
+//! The container format, exactly as specified in `format/SPEC.md` (version 5).
 //!
 //! Layout: the header ([`Header`]: magic `DDPC`, version, flags, varint geometry and chain,
 //! a 4-byte model id, optional parameters, `body_words`, `check`, `header_crc`), then

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::entropy::{kl_hat_bits, IndexModelKey, MAX_LOG2_CANDIDATES};
 use crate::error::{Error, Result};
+pub use crate::schedule::StepStd;
 
 pub use pfr::{decode_step, encode_step, place_step, read_step, StepSymbols};
 
@@ -243,8 +244,20 @@ pub fn dim_kl_nats(mu_p: f32, sigma_p: f32, mu_q: f32, sigma_q: f32) -> f64 {
     (sp / sq).ln() + (sq * sq + d * d) / (2.0 * sp * sp) - 0.5
 }
 
-/// Exact step KL in bits (f64 accumulation).
-pub fn step_kl_bits(mu_p: &[f32], sigma_p: f32, mu_q: &[f32], sigma_q: f32) -> f64 {
+/// Exact step KL in bits (f64 accumulation); `sigma_p` one std or one per dimension.
+pub fn step_kl_bits<'s>(mu_p: &[f32], sigma_p: impl Into<StepStd<'s>>, mu_q: &[f32], sigma_q: f32) -> f64 {
+    let sigma_p = match sigma_p.into() {
+        StepStd::Uniform(s) => s,
+        StepStd::PerDim(sd) => {
+            let nats: f64 = mu_p
+                .iter()
+                .zip(mu_q)
+                .zip(sd)
+                .map(|((&p, &q), &s)| dim_kl_nats(p, s, q, sigma_q))
+                .sum();
+            return nats / std::f64::consts::LN_2;
+        }
+    };
     let (sp, sq) = (sigma_p as f64, sigma_q as f64);
     let c = (sp / sq).ln() + sq * sq / (2.0 * sp * sp) - 0.5;
     let inv = 1.0 / (2.0 * sp * sp);

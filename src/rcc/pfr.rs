@@ -20,7 +20,7 @@
 
 use rayon::prelude::*;
 
-use super::{dim_kl_nats, plan_chunks, pool, step_kl_bits, ChunkPlan, RccParams, StepKey, StepStats};
+use super::{dim_kl_nats, plan_chunks, pool, step_kl_bits, ChunkPlan, RccParams, StepKey, StepStats, StepStd};
 use crate::entropy::{quantize_kl, SymbolReader, SymbolWriter};
 use crate::error::{Error, Result};
 use crate::kernels::{gemm, Backend, Init, Rows};
@@ -50,33 +50,31 @@ fn chunk_range(c: usize, chunks: usize, dims: usize) -> std::ops::Range<usize> {
     s..e
 }
 
-fn check_inputs(mu_p: &[f32], sigma_p: f32, params: &RccParams) -> Result<()> {
+fn check_inputs(mu_p: &[f32], sigma_p: StepStd<'_>, params: &RccParams) -> Result<()> {
     params.validate()?;
-    if !(sigma_p.is_finite() && sigma_p > 0.0) {
-        return Err(Error::Parameter(format!(
-            "sigma_p {sigma_p} must be finite and > 0"
-        )));
-    }
+    sigma_p.check("sigma_p", mu_p.len())?;
     if mu_p.len() > u32::MAX as usize {
         return Err(Error::LimitsExceeded("more than 2^32 dimensions".into()));
     }
     Ok(())
 }
 
-fn skip_sample(key: StepKey, mu_p: &[f32], sigma_p: f32) -> Vec<f32> {
+fn skip_sample(key: StepKey, mu_p: &[f32], sigma_p: StepStd<'_>) -> Vec<f32> {
     let mut z = vec![0f32; mu_p.len()];
     fill_normals(skip_key(key), 0, &mut z);
     mu_p.iter()
         .zip(&z)
-        .map(|(&m, &z)| m + sigma_p * z)
+        .enumerate()
+        .map(|(d, (&m, &z))| m + sigma_p.at(d) * z)
         .collect()
 }
 
 /// Writes candidate `j` of chunk `c` into `x` at the chunk's dimensions (both sides).
-fn place_candidate(key: StepKey, c: usize, log2_n: u32, j: u32, dims: &[u32], mu_p: &[f32], sigma_p: f32, x: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+fn place_candidate(key: StepKey, c: usize, log2_n: u32, j: u32, dims: &[u32], mu_p: &[f32], sigma_p: StepStd<'_>, x: &mut [f32]) {
     let z = pool::candidate(key.seed, key.step, c as u32, log2_n, j, dims.len());
     for (&d, &z) in dims.iter().zip(&z) {
-        x[d as usize] = mu_p[d as usize] + sigma_p * z;
+        x[d as usize] = mu_p[d as usize] + sigma_p.at(d as usize) * z;
     }
 }
 
@@ -108,13 +106,13 @@ fn select(key: StepKey, c: usize, scores: &[f32]) -> u32 {
     best.1
 }
 
-/// Scores of the chunks `group` (`coef[c]`: chunk c's signed coefficients) for all `2^l`
-/// candidates: row g = c − group.start, column j. Candidates are split into ranges scored in
+/// Scores of the chunks `group` (`coef[c]`: chunk c's signed coefficients, `a_coef[c]` its
+/// quadratic coefficient) for all `2^l` candidates: row g = c − group.start, column j. Candidates are split into ranges scored in
 /// parallel; within a range, one GEMM per block of pool columns with the chunks as rows and
 /// the candidates as the long, vectorised dimension (the pool is stored column-major), then
 /// `a_coef · Σ z²` over the columns each chunk uses. Every score is one fixed sequence of
 /// operations, so the result does not depend on the thread count.
-fn score_group(key: StepKey, l: u32, group: std::ops::Range<usize>, coef: &[Vec<f32>], a_coef: f32, out: &mut Vec<f32>) {
+fn score_group(key: StepKey, l: u32, group: std::ops::Range<usize>, coef: &[Vec<f32>], a_coef: &[f32], out: &mut Vec<f32>) {
     let nc = 1usize << l;
     let g = group.len();
     let cols = pool::POOL_COLS;
@@ -145,6 +143,7 @@ fn score_group(key: StepKey, l: u32, group: std::ops::Range<usize>, coef: &[Vec<
             d
         })
         .collect();
+    let a_group = &a_coef[group.clone()];
     const RANGE: usize = 2048;
     let ranges = nc.div_ceil(RANGE);
     let parts: Vec<Vec<f32>> = (0..ranges)
@@ -152,7 +151,7 @@ fn score_group(key: StepKey, l: u32, group: std::ops::Range<usize>, coef: &[Vec<
         .map(|r| {
             let (j0, w) = (r * RANGE, RANGE.min(nc - r * RANGE));
             let mut c = vec![0f32; g * w];
-            score_range(key, l, j0, w, &am, &counts, &distinct, a_coef, &mut c);
+            score_range(key, l, j0, w, &am, &counts, &distinct, a_group, &mut c);
             c
         })
         .collect();
@@ -169,9 +168,9 @@ fn score_group(key: StepKey, l: u32, group: std::ops::Range<usize>, coef: &[Vec<
 /// Scores of candidates `j0..j0 + w` for the chunks of [`score_group`] into `c` (g × w).
 /// The window's rows are read panel by panel ([`pool::pool`]'s layout): per panel and block,
 /// one small GEMM (g chunks × ≤ 16 candidates × 64 columns), then `a_coef` times the
-/// candidates' squared norms over the columns each chunk uses.
+/// candidates' squared norms over the columns each chunk uses (`a_coef`: one per chunk row).
 #[allow(clippy::too_many_arguments)]
-fn score_range(key: StepKey, l: u32, j0: usize, w: usize, am: &[Vec<f32>], counts: &[Vec<usize>], distinct: &[Vec<usize>], a_coef: f32, c: &mut [f32]) {
+fn score_range(key: StepKey, l: u32, j0: usize, w: usize, am: &[Vec<f32>], counts: &[Vec<usize>], distinct: &[Vec<usize>], a_coef: &[f32], c: &mut [f32]) {
     let be = Backend::detect();
     let cols = pool::POOL_COLS;
     let pw = pool::PANEL;
@@ -188,7 +187,7 @@ fn score_range(key: StepKey, l: u32, j0: usize, w: usize, am: &[Vec<f32>], count
             // C[g, jj..jj+n] (+)= Σ_k A[g, k] · P[r + q, k]; B's row k is the panel's column k
             let init = if s == 0 { Init::Zero } else { Init::C };
             gemm(be, g, n, a, Rows::Strided { ld: cols }, &[0], cols, &panel[off..], pw, &mut c[jj..], Rows::Strided { ld: w }, init, None, false);
-            if a_coef != 0.0 {
+            if a_coef.iter().any(|&a| a != 0.0) {
                 let mut norms = [0f32; 16];
                 let mut k = 0;
                 for &cnt in &distinct[s] {
@@ -199,8 +198,9 @@ fn score_range(key: StepKey, l: u32, j0: usize, w: usize, am: &[Vec<f32>], count
                         k += 1;
                     }
                     for gi in (0..g).filter(|&gi| counts[s][gi] == cnt) {
+                        let a = a_coef[gi];
                         for (o, &n2) in c[gi * w + jj..gi * w + jj + n].iter_mut().zip(&norms[..n]) {
-                            *o += a_coef * n2;
+                            *o += a * n2;
                         }
                     }
                 }
@@ -218,16 +218,17 @@ fn score_range(key: StepKey, l: u32, j0: usize, w: usize, am: &[Vec<f32>], count
 ///
 /// `prev_q` is the previous step's side information (0 before the first step) and is updated.
 #[allow(clippy::too_many_arguments)]
-pub fn encode_step(
+pub fn encode_step<'s>(
     key: StepKey,
     params: &RccParams,
     mu_p: &[f32],
-    sigma_p: f32,
+    sigma_p: impl Into<StepStd<'s>>,
     mu_q: &[f32],
     sigma_q: f32,
     prev_q: &mut u32,
     w: &mut SymbolWriter,
 ) -> Result<(Vec<f32>, StepStats)> {
+    let sigma_p = sigma_p.into();
     check_inputs(mu_p, sigma_p, params)?;
     if !(sigma_q.is_finite() && sigma_q > 0.0) {
         return Err(Error::Parameter(format!(
@@ -270,8 +271,22 @@ pub fn encode_step(
     let nc = 1usize << l;
     stats.candidates = nc as u64 * chunks as u64;
 
-    let (sp, sq) = (sigma_p as f64, sigma_q as f64);
-    let a_coef = (0.5 - 0.5 * (sp / sq) * (sp / sq)) as f32;
+    let sq = sigma_q as f64;
+    let a_of = |sp: f64| 0.5 - 0.5 * (sp / sq) * (sp / sq);
+    // The quadratic coefficient of each chunk: exact for a per-step std; with a std per
+    // dimension, a_d differs between dimensions and the chunk's mean ā stands for it (the
+    // score is then that of a target whose variance along dimension d is σ_q² σ_p,d² / mean σ_p²
+    // instead of σ_q²: encoder-only, any choice decodes; measured in bench/rcc/README.md).
+    let a_coef: Vec<f32> = match sigma_p {
+        StepStd::Uniform(s) => vec![a_of(s as f64) as f32; chunks],
+        StepStd::PerDim(sd) => (0..chunks)
+            .map(|c| {
+                let dims_c = &perm[chunk_range(c, chunks, dims)];
+                let sum: f64 = dims_c.iter().map(|&d| a_of(sd[d as usize] as f64)).sum();
+                (sum / dims_c.len().max(1) as f64) as f32
+            })
+            .collect(),
+    };
     // the tilted target's shift (RccParams::tilt); the quadratic term is q's own
     let tilt = params.tilt;
     // signed linear coefficients of every chunk, in the chunk's dimension order
@@ -285,6 +300,7 @@ pub fn encode_step(
                 .zip(sg)
                 .map(|(&d, neg)| {
                     let dd = mu_q[d as usize] as f64 - mu_p[d as usize] as f64;
+                    let sp = sigma_p.at(d as usize) as f64;
                     let b = (tilt * sp * dd / (sq * sq)) as f32;
                     if neg {
                         -b
@@ -299,7 +315,7 @@ pub fn encode_step(
     let mut scores = Vec::new();
     for g0 in (0..chunks).step_by(CHUNK_GROUP) {
         let group = g0..(g0 + CHUNK_GROUP).min(chunks);
-        score_group(key, l, group.clone(), &coef, a_coef, &mut scores);
+        score_group(key, l, group.clone(), &coef, &a_coef, &mut scores);
         let best: Vec<u32> = group
             .clone()
             .into_par_iter()
@@ -314,7 +330,7 @@ pub fn encode_step(
             place_candidate(key, c, l, j_star, dims_c, mu_p, sigma_p, &mut x);
             let kl_c: f64 = dims_c
                 .iter()
-                .map(|&d| dim_kl_nats(mu_p[d as usize], sigma_p, mu_q[d as usize], sigma_q))
+                .map(|&d| dim_kl_nats(mu_p[d as usize], sigma_p.at(d as usize), mu_q[d as usize], sigma_q))
                 .sum::<f64>()
                 / std::f64::consts::LN_2;
             stats.max_chunk_kl_bits = stats.max_chunk_kl_bits.max(kl_c);
@@ -375,7 +391,8 @@ pub fn read_step(params: &RccParams, dims: usize, prev_q: &mut u32, r: &mut Symb
 
 /// The step's sample from its symbols: the same x the encoder returned (bit for bit), given
 /// the same `mu_p`.
-pub fn place_step(key: StepKey, params: &RccParams, mu_p: &[f32], sigma_p: f32, sym: &StepSymbols) -> Result<Vec<f32>> {
+pub fn place_step<'s>(key: StepKey, params: &RccParams, mu_p: &[f32], sigma_p: impl Into<StepStd<'s>>, sym: &StepSymbols) -> Result<Vec<f32>> {
+    let sigma_p = sigma_p.into();
     check_inputs(mu_p, sigma_p, params)?;
     let dims = mu_p.len();
     let plan = plan_chunks(sym.q, params, dims)?;
@@ -395,14 +412,15 @@ pub fn place_step(key: StepKey, params: &RccParams, mu_p: &[f32], sigma_p: f32, 
 }
 
 /// Decodes one step ([`read_step`] then [`place_step`]).
-pub fn decode_step(
+pub fn decode_step<'s>(
     key: StepKey,
     params: &RccParams,
     mu_p: &[f32],
-    sigma_p: f32,
+    sigma_p: impl Into<StepStd<'s>>,
     prev_q: &mut u32,
     r: &mut SymbolReader,
 ) -> Result<Vec<f32>> {
+    let sigma_p = sigma_p.into();
     check_inputs(mu_p, sigma_p, params)?;
     let sym = read_step(params, mu_p.len(), prev_q, r)?;
     if r.starved() {
@@ -461,7 +479,7 @@ mod tests {
             let mut coef = vec![vec![0f32; m]];
             coef[0][k] = 1.0;
             let mut sc = Vec::new();
-            score_group(key, l, 0..1, &coef, 0.0, &mut sc);
+            score_group(key, l, 0..1, &coef, &[0.0], &mut sc);
             for j in [0u32, 3, (1 << l) - 1] {
                 let z = pool::candidate(key.seed, key.step, 0, l, j, m);
                 let sg = pool::signs(key.seed, key.step, 0, m);
@@ -470,7 +488,7 @@ mod tests {
             }
             // the quadratic term: a·‖z‖²
             let coef0 = vec![vec![0f32; m]];
-            score_group(key, l, 0..1, &coef0, -0.5, &mut sc);
+            score_group(key, l, 0..1, &coef0, &[-0.5], &mut sc);
             let z = pool::candidate(key.seed, key.step, 0, l, 2, m);
             let n2: f32 = z.iter().map(|v| v * v).sum();
             assert!((sc[2] - (-0.5 * n2)).abs() < 1e-4 * n2.max(1.0));
@@ -670,6 +688,89 @@ mod tests {
         assert_eq!(xs, xs2);
         let ys = two.install(|| decode_chain(&enc.words, &steps, dims, &params));
         assert_eq!(xs, ys);
+    }
+
+    /// A std per dimension (a learned variance): bit-identical round trips (1 vs 2 threads,
+    /// skipped and coded steps), and the coded sample's residuals, whitened with q's std, stay
+    /// standard normal overall; the chunk-mean quadratic coefficient makes their variance
+    /// follow σ_p,d² / mean σ_p² within a chunk (measured here, bench/rcc/README.md).
+    #[test]
+    fn per_dimension_std_round_trips_and_stays_faithful() {
+        let dims = 768;
+        let params = RccParams::default();
+        // σ_p,d between 0.09 and 0.13 (a learned v across dims), σ_q = 0.1
+        let sd: Vec<f32> = (0..dims).map(|d| 0.09 + 0.04 * ((d * 37 % 101) as f32 / 100.0)).collect();
+        let sq = 0.1f32;
+        let kls = [0.0, 12.0, 40.0, 100.0, 200.0, 30.0];
+        let run = |pool: &rayon::ThreadPool| {
+            pool.install(|| {
+                let mut w = SymbolWriter::new();
+                let mut prev = 0;
+                let mut out = Vec::new();
+                for (i, &kl) in kls.iter().enumerate() {
+                    let (mu_p, mu_q) = make_step(2000 + i as u64, dims, kl, 0.1, sq);
+                    w.begin_step();
+                    let key = StepKey { seed: 5, step: i as u32 };
+                    let (x, st) = encode_step(key, &params, &mu_p, &sd, &mu_q, sq, &mut prev, &mut w).unwrap();
+                    out.push((x, mu_q, st));
+                }
+                (out, w.finish().unwrap())
+            })
+        };
+        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let (steps, enc) = run(&one);
+        let (steps2, enc2) = run(&two);
+        assert_eq!(enc.words, enc2.words, "encoding depends on the thread count");
+        // q = p in the means still costs the variances' mismatch here: no step is skipped
+        assert!(!steps[0].2.skipped && steps[0].2.kl_bits > 1.0 && steps[4].2.chunks > 1);
+        // a skipped step with a constant per-dimension std is the per-step one, bit for bit
+        let (mu_p, _) = make_step(9, dims, 0.0, 0.1, 0.1);
+        let flat = vec![0.1f32; dims];
+        let (mut w1, mut w2, mut p1, mut p2) = (SymbolWriter::new(), SymbolWriter::new(), 0, 0);
+        let key = StepKey { seed: 5, step: 99 };
+        let (xa, sa) = encode_step(key, &params, &mu_p, &flat, &mu_p, 0.1, &mut p1, &mut w1).unwrap();
+        let (xb, _) = encode_step(key, &params, &mu_p, 0.1f32, &mu_p, 0.1, &mut p2, &mut w2).unwrap();
+        assert!(sa.skipped);
+        assert_eq!(xa, xb);
+        // the step KL is the per-dimension one
+        let (mu_p, mu_q) = make_step(2003, dims, 100.0, 0.1, sq);
+        let want: f64 = (0..dims).map(|d| dim_kl_nats(mu_p[d], sd[d], mu_q[d], sq)).sum::<f64>() / std::f64::consts::LN_2;
+        assert!((steps[3].2.kl_bits - want).abs() < 1e-9 * want, "{} vs {want}", steps[3].2.kl_bits);
+        let ys = two.install(|| {
+            let mut r = SymbolReader::new(&enc.words).unwrap();
+            let mut prev = 0;
+            (0..kls.len())
+                .map(|i| {
+                    let (mu_p, _) = make_step(2000 + i as u64, dims, kls[i], 0.1, sq);
+                    decode_step(StepKey { seed: 5, step: i as u32 }, &params, &mu_p, &sd, &mut prev, &mut r).unwrap()
+                })
+                .collect::<Vec<_>>()
+        });
+        for ((a, b), y) in steps.iter().zip(&steps2).zip(&ys) {
+            assert_eq!(a.0.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), b.0.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            assert_eq!(a.0.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), y.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        }
+        // faithfulness of the coded steps (whitened with σ_q)
+        let mut res = Vec::new();
+        for (x, mq, st) in &steps {
+            assert!(!st.skipped);
+            res.extend(x.iter().zip(mq).map(|(&x, &m)| (x as f64 - m as f64) / sq as f64));
+        }
+        let n = res.len() as f64;
+        let mean = res.iter().sum::<f64>() / n;
+        let var = res.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / n;
+        println!("per-dim std: residual mean {mean:.4} var {var:.4} over {n} dims");
+        assert!(mean.abs() < 4.0 / n.sqrt() + 0.02, "mean {mean}");
+        assert!((var - 1.0).abs() < 0.1, "var {var}");
+        // a wrong-length or non-positive std is an error, not a panic
+        let mut w = SymbolWriter::new();
+        let mut prev = 0;
+        let (mu_p, mu_q) = make_step(1, dims, 20.0, 0.1, sq);
+        assert!(encode_step(StepKey { seed: 1, step: 0 }, &params, &mu_p, &sd[1..], &mu_q, sq, &mut prev, &mut w).is_err());
+        let mut bad = sd.clone();
+        bad[7] = 0.0;
+        assert!(encode_step(StepKey { seed: 1, step: 0 }, &params, &mu_p, &bad, &mu_q, sq, &mut prev, &mut w).is_err());
     }
 
     #[test]
