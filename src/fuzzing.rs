@@ -41,3 +41,11 @@ pub fn decode_resealed(model: &Model, data: &[u8]) -> Result<()> {
     codec::decode(model, &b, &opts, &mut |_, _| {})?;
     Ok(())
 }
+
+/// [`decode_resealed`] with the model the stream's variance field asks for: `learned` (a
+/// `learn_sigma` model) when it names the learned variance (code 3), else `plain`, so that
+/// mutations reach the learned-variance body as well as the per-step one.
+pub fn decode_resealed_pick(plain: &Model, learned: &Model, data: &[u8]) -> Result<()> {
+    let wants_learned = data.get(5).is_some_and(|f| f >> 6 == 3);
+    decode_resealed(if wants_learned { learned } else { plain }, data)
+}

@@ -210,22 +210,29 @@ proptest::proptest! {
     #[test]
     fn resealed_mutations_never_panic(edits in proptest::collection::vec((0usize..4096, proptest::prelude::any::<u8>()), 1..8), lossy in proptest::prelude::any::<bool>()) {
         use std::sync::OnceLock;
-        static STREAMS: OnceLock<(Model, Vec<u8>, Vec<u8>)> = OnceLock::new();
-        let (m, lossless, lossy_b) = STREAMS.get_or_init(|| {
-            let m = tiny();
+        static STREAMS: OnceLock<(Model, Model, Vec<u8>, Vec<u8>, Vec<u8>)> = OnceLock::new();
+        let (m, ms, lossless, lossy_b, learned) = STREAMS.get_or_init(|| {
+            let (m, ms) = (tiny(), tiny_sigma());
             let img = image(40, 20, 3);
             let (a, _) = codec::encode(&m, &img, &params(4), &mut no_progress(), None).unwrap();
             let mut p = params(4);
             p.lossless = false;
             let (b, _) = codec::encode(&m, &img, &p, &mut no_progress(), None).unwrap();
-            (m, a, b)
+            p.lossless = true;
+            p.variance = Variance::Learned;
+            let (c, _) = codec::encode(&ms, &img, &p, &mut no_progress(), None).unwrap();
+            (m, ms, a, b, c)
         });
-        let mut b = if lossy { lossy_b.clone() } else { lossless.clone() };
+        let mut b = match (lossy, edits[0].1 % 3) {
+            (_, 0) => learned.clone(),
+            (true, _) => lossy_b.clone(),
+            (false, _) => lossless.clone(),
+        };
         for (i, v) in edits {
             let n = b.len();
             b[i % n] ^= v | 1;
         }
-        let _ = ddpm_codec::fuzzing::decode_resealed(m, &b);
+        let _ = ddpm_codec::fuzzing::decode_resealed_pick(m, ms, &b);
     }
 }
 

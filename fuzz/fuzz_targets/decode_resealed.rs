@@ -1,4 +1,5 @@
-//! Fuzz target: the whole decoder on arbitrary bytes, with the tiny test model. The input is
+//! Fuzz target: the whole decoder on arbitrary bytes, with the tiny test models (`tiny_sigma`
+//! when the variance field names the learned variance, else `tiny`). The input is
 //! resealed first (model id and CRCs recomputed, `ddpm_codec::fuzzing::reseal`) so that
 //! mutations reach the entropy decoder, the channel simulation and the lossless step, not only
 //! the header CRC. Must never panic (errors are fine); the work limit keeps each run short.
@@ -11,15 +12,21 @@ use std::sync::OnceLock;
 use ddpm_codec::model::Model;
 use libfuzzer_sys::fuzz_target;
 
-static MODEL: OnceLock<Model> = OnceLock::new();
+static MODELS: OnceLock<(Model, Model)> = OnceLock::new();
 
 fuzz_target!(|data: &[u8]| {
-    let model = MODEL.get_or_init(|| {
-        Model::from_bytes(
+    let (plain, learned) = MODELS.get_or_init(|| {
+        let plain = Model::from_bytes(
             include_bytes!("../../tests/fixtures/tiny/model.safetensors"),
             include_str!("../../tests/fixtures/tiny/config.json"),
         )
-        .expect("tiny model")
+        .expect("tiny model");
+        let learned = Model::from_bytes(
+            include_bytes!("../../tests/fixtures/tiny_sigma/model.safetensors"),
+            include_str!("../../tests/fixtures/tiny_sigma/config.json"),
+        )
+        .expect("tiny_sigma model");
+        (plain, learned)
     });
-    let _ = ddpm_codec::fuzzing::decode_resealed(model, data);
+    let _ = ddpm_codec::fuzzing::decode_resealed_pick(plain, learned, data);
 });
