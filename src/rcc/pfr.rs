@@ -112,7 +112,8 @@ fn select(key: StepKey, c: usize, scores: &[f32]) -> u32 {
 /// the candidates as the long, vectorised dimension (the pool is stored column-major), then
 /// `a_coef · Σ z²` over the columns each chunk uses. Every score is one fixed sequence of
 /// operations, so the result does not depend on the thread count.
-fn score_group(key: StepKey, l: u32, group: std::ops::Range<usize>, coef: &[Vec<f32>], a_coef: &[f32], out: &mut Vec<f32>) {
+#[allow(clippy::too_many_arguments)]
+fn score_group(key: StepKey, l: u32, group: std::ops::Range<usize>, coef: &[Vec<f32>], a_coef: &[f32], a_dev: Option<&[Vec<f32>]>, out: &mut Vec<f32>) {
     let nc = 1usize << l;
     let g = group.len();
     let cols = pool::POOL_COLS;
@@ -130,6 +131,21 @@ fn score_group(key: StepKey, l: u32, group: std::ops::Range<usize>, coef: &[Vec<
             a
         })
         .collect();
+    // the per-dimension quadratic deviations a_d − ā per block (exact scoring of a std per
+    // dimension): a second GEMM against the squared pool values
+    let am2: Option<Vec<Vec<f32>>> = a_dev.map(|dev| {
+        (0..blocks)
+            .map(|s| {
+                let mut a = vec![0f32; g * cols];
+                for (gi, c) in group.clone().enumerate() {
+                    for (kk, &v) in dev[c].iter().skip(s * cols).take(cols).enumerate() {
+                        a[gi * cols + kk] = v;
+                    }
+                }
+                a
+            })
+            .collect()
+    });
     let counts: Vec<Vec<usize>> = (0..blocks)
         .map(|s| group.clone().map(|c| coef[c].len().saturating_sub(s * cols).min(cols)).collect())
         .collect();
@@ -151,7 +167,7 @@ fn score_group(key: StepKey, l: u32, group: std::ops::Range<usize>, coef: &[Vec<
         .map(|r| {
             let (j0, w) = (r * RANGE, RANGE.min(nc - r * RANGE));
             let mut c = vec![0f32; g * w];
-            score_range(key, l, j0, w, &am, &counts, &distinct, a_group, &mut c);
+            score_range(key, l, j0, w, &am, am2.as_deref(), &counts, &distinct, a_group, &mut c);
             c
         })
         .collect();
@@ -170,12 +186,13 @@ fn score_group(key: StepKey, l: u32, group: std::ops::Range<usize>, coef: &[Vec<
 /// one small GEMM (g chunks × ≤ 16 candidates × 64 columns), then `a_coef` times the
 /// candidates' squared norms over the columns each chunk uses (`a_coef`: one per chunk row).
 #[allow(clippy::too_many_arguments)]
-fn score_range(key: StepKey, l: u32, j0: usize, w: usize, am: &[Vec<f32>], counts: &[Vec<usize>], distinct: &[Vec<usize>], a_coef: &[f32], c: &mut [f32]) {
+fn score_range(key: StepKey, l: u32, j0: usize, w: usize, am: &[Vec<f32>], am2: Option<&[Vec<f32>]>, counts: &[Vec<usize>], distinct: &[Vec<usize>], a_coef: &[f32], c: &mut [f32]) {
     let be = Backend::detect();
     let cols = pool::POOL_COLS;
     let pw = pool::PANEL;
     let p = pool::pool();
     let g = c.len() / w;
+    let mut sq = vec![0f32; if am2.is_some() { cols * pw } else { 0 }];
     for (s, a) in am.iter().enumerate() {
         let r_start = pool::window_start(key.seed, key.step, l, s) + j0;
         let mut jj = 0;
@@ -187,6 +204,12 @@ fn score_range(key: StepKey, l: u32, j0: usize, w: usize, am: &[Vec<f32>], count
             // C[g, jj..jj+n] (+)= Σ_k A[g, k] · P[r + q, k]; B's row k is the panel's column k
             let init = if s == 0 { Init::Zero } else { Init::C };
             gemm(be, g, n, a, Rows::Strided { ld: cols }, &[0], cols, &panel[off..], pw, &mut c[jj..], Rows::Strided { ld: w }, init, None, false);
+            if let Some(am2) = am2 {
+                for (q, &z) in sq.iter_mut().zip(panel) {
+                    *q = z * z;
+                }
+                gemm(be, g, n, &am2[s], Rows::Strided { ld: cols }, &[0], cols, &sq[off..], pw, &mut c[jj..], Rows::Strided { ld: w }, Init::C, None, false);
+            }
             if a_coef.iter().any(|&a| a != 0.0) {
                 let mut norms = [0f32; 16];
                 let mut k = 0;
@@ -273,10 +296,15 @@ pub fn encode_step<'s>(
 
     let sq = sigma_q as f64;
     let a_of = |sp: f64| 0.5 - 0.5 * (sp / sq) * (sp / sq);
-    // The quadratic coefficient of each chunk: exact for a per-step std; with a std per
-    // dimension, a_d differs between dimensions and the chunk's mean ā stands for it (the
-    // score is then that of a target whose variance along dimension d is σ_q² σ_p,d² / mean σ_p²
-    // instead of σ_q²: encoder-only, any choice decodes; measured in bench/rcc/README.md).
+    // The quadratic coefficient of each chunk: exact for a per-step std. With a std per
+    // dimension a_d differs between dimensions: the chunk's mean ā times ‖z‖², plus (with
+    // `exact_quadratic`, the default) the deviations a_d − ā against the squared pool values;
+    // without them the target's variance along dimension d is σ_q² σ_p,d² / mean σ_p² instead
+    // of σ_q² (encoder-only, both decode; measured in bench/rcc/README.md).
+    let per_dim = match sigma_p {
+        StepStd::PerDim(sd) if params.exact_quadratic => Some(sd),
+        _ => None,
+    };
     let a_coef: Vec<f32> = match sigma_p {
         StepStd::Uniform(s) => vec![a_of(s as f64) as f32; chunks],
         StepStd::PerDim(sd) => (0..chunks)
@@ -287,6 +315,18 @@ pub fn encode_step<'s>(
             })
             .collect(),
     };
+    // exact: each dimension's own a_d, as the chunk mean plus the deviations (in the chunk's
+    // dimension order; squares do not see the candidates' signs)
+    let a_dev: Option<Vec<Vec<f32>>> = per_dim.map(|sd| {
+        (0..chunks)
+            .map(|c| {
+                perm[chunk_range(c, chunks, dims)]
+                    .iter()
+                    .map(|&d| (a_of(sd[d as usize] as f64) - a_coef[c] as f64) as f32)
+                    .collect()
+            })
+            .collect()
+    });
     // the tilted target's shift (RccParams::tilt); the quadratic term is q's own
     let tilt = params.tilt;
     // signed linear coefficients of every chunk, in the chunk's dimension order
@@ -315,7 +355,7 @@ pub fn encode_step<'s>(
     let mut scores = Vec::new();
     for g0 in (0..chunks).step_by(CHUNK_GROUP) {
         let group = g0..(g0 + CHUNK_GROUP).min(chunks);
-        score_group(key, l, group.clone(), &coef, &a_coef, &mut scores);
+        score_group(key, l, group.clone(), &coef, &a_coef, a_dev.as_deref(), &mut scores);
         let best: Vec<u32> = group
             .clone()
             .into_par_iter()
@@ -479,7 +519,7 @@ mod tests {
             let mut coef = vec![vec![0f32; m]];
             coef[0][k] = 1.0;
             let mut sc = Vec::new();
-            score_group(key, l, 0..1, &coef, &[0.0], &mut sc);
+            score_group(key, l, 0..1, &coef, &[0.0], None, &mut sc);
             for j in [0u32, 3, (1 << l) - 1] {
                 let z = pool::candidate(key.seed, key.step, 0, l, j, m);
                 let sg = pool::signs(key.seed, key.step, 0, m);
@@ -488,10 +528,16 @@ mod tests {
             }
             // the quadratic term: a·‖z‖²
             let coef0 = vec![vec![0f32; m]];
-            score_group(key, l, 0..1, &coef0, &[-0.5], &mut sc);
+            score_group(key, l, 0..1, &coef0, &[-0.5], None, &mut sc);
             let z = pool::candidate(key.seed, key.step, 0, l, 2, m);
             let n2: f32 = z.iter().map(|v| v * v).sum();
             assert!((sc[2] - (-0.5 * n2)).abs() < 1e-4 * n2.max(1.0));
+            // the exact per-dimension term: a deviation δ at position k adds δ·z_k²
+            let mut dev = vec![vec![0f32; m]];
+            dev[0][k] = 0.25;
+            score_group(key, l, 0..1, &coef0, &[-0.5], Some(&dev), &mut sc);
+            let want = -0.5 * n2 + 0.25 * z[k] * z[k];
+            assert!((sc[2] - want).abs() < 1e-4 * n2.max(1.0), "{} vs {want}", sc[2]);
         }
     }
 
@@ -692,8 +738,8 @@ mod tests {
 
     /// A std per dimension (a learned variance): bit-identical round trips (1 vs 2 threads,
     /// skipped and coded steps), and the coded sample's residuals, whitened with q's std, stay
-    /// standard normal overall; the chunk-mean quadratic coefficient makes their variance
-    /// follow σ_p,d² / mean σ_p² within a chunk (measured here, bench/rcc/README.md).
+    /// standard normal overall, and per dimension with the exact quadratic scorer (the chunk
+    /// mean's variance follows σ_p,d² / mean σ_p² instead; measured here, bench/rcc/README.md).
     #[test]
     fn per_dimension_std_round_trips_and_stays_faithful() {
         let dims = 768;
@@ -763,6 +809,29 @@ mod tests {
         println!("per-dim std: residual mean {mean:.4} var {var:.4} over {n} dims");
         assert!(mean.abs() < 4.0 / n.sqrt() + 0.02, "mean {mean}");
         assert!((var - 1.0).abs() < 0.1, "var {var}");
+        // per dimension: the exact scorer gives q's variance to the dimensions of large and of
+        // small σ_p alike; the chunk mean's variance follows σ_p,d² / mean σ_p²
+        let split_var = |exact: bool| {
+            let p = RccParams { exact_quadratic: exact, ..RccParams::default() };
+            let mut w = SymbolWriter::new();
+            let mut prev = 0;
+            let (mut hi, mut lo) = (Vec::new(), Vec::new());
+            for (i, &kl) in kls.iter().enumerate() {
+                let (mu_p, mu_q) = make_step(2000 + i as u64, dims, kl, 0.1, sq);
+                let (x, _) = encode_step(StepKey { seed: 5, step: i as u32 }, &p, &mu_p, &sd, &mu_q, sq, &mut prev, &mut w).unwrap();
+                for d in 0..dims {
+                    let r = (x[d] as f64 - mu_q[d] as f64) / sq as f64;
+                    if sd[d] > 0.11 { hi.push(r * r) } else { lo.push(r * r) }
+                }
+            }
+            let m = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+            (m(&hi), m(&lo))
+        };
+        let (ehi, elo) = split_var(true);
+        let (ahi, alo) = split_var(false);
+        println!("residual variance, σ_p > 0.11 / ≤ 0.11: exact {ehi:.3} / {elo:.3}, chunk mean {ahi:.3} / {alo:.3}");
+        assert!((ehi - elo).abs() < 0.12, "exact: {ehi} vs {elo}");
+        assert!(ahi - alo > 0.2, "chunk mean: {ahi} vs {alo}");
         // a wrong-length or non-positive std is an error, not a panic
         let mut w = SymbolWriter::new();
         let mut prev = 0;
