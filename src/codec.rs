@@ -23,19 +23,27 @@ use crate::tiling::TileGrid;
 /// defaults"): actual bits/dim 7.44 at K = 20, 7.02 at 35, 6.76 at 50, 6.48 at 100 (σ² = β),
 /// while encode time grows linearly in K; 50 is the compromise.
 pub const DEFAULT_STEPS: usize = 50;
-/// Default reverse variance for a model that carries calibrated tables: the KL-optimal
-/// per-step σ² (4.31 bits/dim bound at K = 50 on the first 100 CIFAR-10 test images, against
-/// 4.83 with σ² = β; MODEL.md).
+/// Default reverse variance for a model that carries calibrated tables but no learned one (or
+/// a chain shorter than [`LEARNED_MIN_STEPS`]): the KL-optimal per-step σ² (the session-4 model:
+/// 4.31 bits/dim bound at K = 50 on the first 100 CIFAR-10 test images, against 4.83 with
+/// σ² = β; MODEL.md).
 pub const DEFAULT_VARIANCE: Variance = Variance::Optimal;
 /// Default for a model without tables: σ² = β (it beat β̃ at every K measured).
 pub const DEFAULT_VARIANCE_UNCALIBRATED: Variance = Variance::Large;
 
-/// The variance `name` names for `model`: "auto" is the learned variance for a model that
-/// has one ([`Model::learns_sigma`]), else [`DEFAULT_VARIANCE`] when the model carries
-/// calibrated tables, else [`DEFAULT_VARIANCE_UNCALIBRATED`].
-pub fn resolve_variance(name: &str, model: &Model) -> Result<Variance> {
+/// Fewest chain steps at which "auto" picks a model's learned variance. Measured with the
+/// shipped model, first 100 CIFAR-10 test images, exact bound (MODEL.md): learned − optimal is
+/// −0.023 bits/dim at K = 50 and −0.013 at K = 100, but +0.074 at K = 20, where the v head
+/// (trained on the T = 1000 chain) does not fit the long respaced steps.
+pub const LEARNED_MIN_STEPS: usize = 50;
+
+/// The variance `name` names for `model` on a chain of `steps` steps: "auto" is the learned
+/// variance for a model that has one ([`Model::learns_sigma`]) when `steps` ≥
+/// [`LEARNED_MIN_STEPS`], else [`DEFAULT_VARIANCE`] when the model carries calibrated tables,
+/// else [`DEFAULT_VARIANCE_UNCALIBRATED`].
+pub fn resolve_variance(name: &str, model: &Model, steps: usize) -> Result<Variance> {
     if name.trim().eq_ignore_ascii_case("auto") {
-        Ok(if model.learns_sigma() {
+        Ok(if model.learns_sigma() && steps >= LEARNED_MIN_STEPS {
             Variance::Learned
         } else if model.variance_tables().is_some() {
             DEFAULT_VARIANCE

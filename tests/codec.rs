@@ -323,6 +323,13 @@ fn learned_variance_round_trips_and_is_measured_by_nll() {
         assert!(da.packets_decoded >= 2 && !da.lossless);
         assert_eq!(a, b);
     }
+    // "auto" takes the learned variance from K = 50 on (codec::LEARNED_MIN_STEPS), else the
+    // per-step default (this fixture has no tables: σ² = β)
+    assert_eq!(codec::resolve_variance("auto", &sigma, 50).unwrap(), Variance::Learned);
+    assert_eq!(codec::resolve_variance("auto", &sigma, 1000).unwrap(), Variance::Learned);
+    assert_eq!(codec::resolve_variance("auto", &sigma, 20).unwrap(), Variance::Large);
+    assert_eq!(codec::resolve_variance("auto", &tiny(), 50).unwrap(), Variance::Large);
+    assert_eq!(codec::resolve_variance("optimal", &sigma, 50).unwrap(), Variance::Optimal);
     // a different variance is a different stream of the same image
     let img = image(32, 32, 3);
     let (learned, _) = codec::encode(&sigma, &img, &p, &mut no_progress(), None).unwrap();

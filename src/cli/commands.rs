@@ -36,7 +36,7 @@ impl CodeArgs {
     /// The codec parameters these options name (validated).
     fn params(&self, model: &Model) -> Result<CodecParams> {
         let (chain, rcc) = (&self.chain, &self.rcc);
-        let variance = codec::resolve_variance(&chain.variance, model)?;
+        let variance = codec::resolve_variance(&chain.variance, model, chain.steps)?;
         let mut p = CodecParams::new(chain.steps, &chain.spacing, variance)?;
         p.rcc = RccParams {
             chunk_bits: rcc.chunk_bits,
@@ -55,7 +55,7 @@ impl CodeArgs {
 impl PackArgs {
     /// The bits-back parameters these options name.
     fn params(&self, model: &Model) -> Result<ddpm_codec::bitsback::PackParams> {
-        let variance = codec::resolve_variance(&self.chain.variance, model)?;
+        let variance = codec::resolve_variance(&self.chain.variance, model, self.chain.steps)?;
         let mut p = ddpm_codec::bitsback::PackParams::new(self.chain.steps, &self.chain.spacing, variance)?;
         p.latent_bits = self.latent_bits;
         p.max_group_tiles = self.max_group;
@@ -212,7 +212,7 @@ pub fn run_command(cli: Cli) -> Result<()> {
                 &model,
                 &images,
                 &schedule,
-                codec::resolve_variance(&chain.variance, &model)?,
+                codec::resolve_variance(&chain.variance, &model, chain.steps)?,
                 model.variance_tables(),
                 mode.parse()?,
                 *batch,

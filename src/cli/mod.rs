@@ -39,8 +39,8 @@ pub struct ChainArgs {
     /// Step spacing: "dense" (τ_i = T·(i/K)², dense where the bits are) or "even".
     #[arg(long, default_value = "dense")]
     pub spacing: String,
-    /// Reverse variance: auto (learned for a model with a learned variance; else optimal when
-    /// the model carries calibrated tables; else large), learned (per dimension from a
+    /// Reverse variance: auto (learned for a model with a learned variance at K ≥ 50; else
+    /// optimal when the model carries calibrated tables; else large), learned (per dimension from a
     /// learn_sigma model's v), optimal (KL-optimal per step from the tables), large (β),
     /// small (β̃) or analytic (Analytic-DPM; `nll` and `pack` only: streams cannot name it).
     #[arg(long, default_value = "auto")]
