@@ -256,8 +256,8 @@ fn final_step_model(diff: &Diffusion, x: &[f32], eps: &[f32], sd: &Option<Vec<f3
     (means, m, s)
 }
 
-/// Refuses a learned variance for a model without the v output (`what`: the error to give).
-fn check_learned(variance: Variance, model: &Model, err: fn(String) -> Error) -> Result<()> {
+/// Refuses a learned variance for a model without the v output (`err`: the error kind to give).
+pub(crate) fn check_learned(variance: Variance, model: &Model, err: fn(String) -> Error) -> Result<()> {
     if variance == Variance::Learned && !model.learns_sigma() {
         return Err(err("variance learned needs a model with a learned variance (learn_sigma); this model predicts ε only".into()));
     }

@@ -522,6 +522,14 @@ impl Default for SymbolWriter {
     }
 }
 
+/// `sigma` if it has one std per mean (or one for all), else [`Error::Parameter`].
+fn per_pixel_std(sigma: StepStd<'_>, means: usize) -> Result<StepStd<'_>> {
+    match sigma {
+        StepStd::PerDim(sd) if sd.len() != means => Err(Error::Parameter(format!("{} stds but {means} means", sd.len()))),
+        _ => Ok(sigma),
+    }
+}
+
 impl SymbolWriter {
     /// An empty writer.
     pub fn new() -> Self {
@@ -595,12 +603,7 @@ impl SymbolWriter {
     /// Records pixel values with per-pixel model-space means `mu` and a std `sigma`, shared or
     /// one per pixel (both in [−1, 1] units); returns their ideal bits.
     pub fn write_pixels<'s>(&mut self, values: &[u8], mu: &[f32], sigma: impl Into<StepStd<'s>>) -> Result<f64> {
-        let sigma = sigma.into();
-        if let StepStd::PerDim(sd) = sigma {
-            if sd.len() != mu.len() {
-                return Err(Error::Parameter(format!("{} stds but {} means", sd.len(), mu.len())));
-            }
-        }
+        let sigma = per_pixel_std(sigma.into(), mu.len())?;
         if values.len() != mu.len() {
             return Err(Error::Parameter(format!(
                 "{} pixel values but {} means",
@@ -777,12 +780,7 @@ impl SymbolReader {
 
     /// Pops pixel values into `out` with model-space means `mu` and std `sigma` (as written).
     pub fn read_pixels<'s>(&mut self, mu: &[f32], sigma: impl Into<StepStd<'s>>, out: &mut [u8]) -> Result<()> {
-        let sigma = sigma.into();
-        if let StepStd::PerDim(sd) = sigma {
-            if sd.len() != mu.len() {
-                return Err(Error::Parameter(format!("{} stds but {} means", sd.len(), mu.len())));
-            }
-        }
+        let sigma = per_pixel_std(sigma.into(), mu.len())?;
         if out.len() != mu.len() {
             return Err(Error::Parameter(format!(
                 "{} outputs but {} means",

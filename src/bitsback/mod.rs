@@ -325,9 +325,7 @@ fn geometry(items: &[(u32, u32, u8)]) -> Geometry {
 
 fn make_chain<'a>(model: &'a Model, schedule: Schedule, variance: Variance, grid_exp: &[i8], range_log2: u32) -> Result<Chain<'a>> {
     variance_code(variance)?;
-    if variance == Variance::Learned && !model.learns_sigma() {
-        return Err(Error::Parameter("variance learned needs a model with a learned variance (learn_sigma)".into()));
-    }
+    crate::codec::check_learned(variance, model, Error::Parameter)?;
     let diff = Diffusion::with_tables(schedule, variance, model.variance_tables())?;
     let grids = grid_exp.iter().map(|&e| LevelGrid::new(e as i32, range_log2)).collect::<Result<Vec<_>>>()?;
     Ok(Chain { model, diff, grids, calls: 0 })

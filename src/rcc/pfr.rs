@@ -119,33 +119,24 @@ fn score_group(key: StepKey, l: u32, group: std::ops::Range<usize>, coef: &[Vec<
     let cols = pool::POOL_COLS;
     let m_max = group.clone().map(|c| coef[c].len()).max().unwrap_or(0);
     let blocks = pool::blocks(m_max);
-    // the chunks' coefficients per block: A_s = g × 64, row-major
-    let am: Vec<Vec<f32>> = (0..blocks)
-        .map(|s| {
-            let mut a = vec![0f32; g * cols];
-            for (gi, c) in group.clone().enumerate() {
-                for (kk, &v) in coef[c].iter().skip(s * cols).take(cols).enumerate() {
-                    a[gi * cols + kk] = v;
-                }
-            }
-            a
-        })
-        .collect();
-    // the per-dimension quadratic deviations a_d − ā per block (exact scoring of a std per
-    // dimension): a second GEMM against the squared pool values
-    let am2: Option<Vec<Vec<f32>>> = a_dev.map(|dev| {
+    // the chunks' coefficients per block: A_s = g × 64, row-major (rows[c] in chunk order)
+    let per_block = |rows: &[Vec<f32>]| -> Vec<Vec<f32>> {
         (0..blocks)
             .map(|s| {
                 let mut a = vec![0f32; g * cols];
                 for (gi, c) in group.clone().enumerate() {
-                    for (kk, &v) in dev[c].iter().skip(s * cols).take(cols).enumerate() {
+                    for (kk, &v) in rows[c].iter().skip(s * cols).take(cols).enumerate() {
                         a[gi * cols + kk] = v;
                     }
                 }
                 a
             })
             .collect()
-    });
+    };
+    let am = per_block(coef);
+    // the per-dimension quadratic deviations a_d − ā (exact scoring of a std per dimension):
+    // a second GEMM against the squared pool values
+    let am2 = a_dev.map(per_block);
     let counts: Vec<Vec<usize>> = (0..blocks)
         .map(|s| group.clone().map(|c| coef[c].len().saturating_sub(s * cols).min(cols)).collect())
         .collect();
