@@ -158,7 +158,7 @@ fn bitsback_test_vector_byte_for_byte() {
     assert_eq!((h.range_log2, h.window_sigmas, h.max_group_tiles, h.seed), (3, 7, 1, 1));
     assert_eq!(h.items.len(), 1);
     assert_eq!((h.items[0].name.as_str(), h.items[0].width, h.items[0].height, h.items[0].channels), ("v0", 8, 4, 3));
-    assert_eq!(h.items[0].pixel_crc32, crc32fast::hash(items[0].image.samples()));
+    assert_eq!(h.pixels_crc32, crc32fast::hash(items[0].image.samples()));
     assert_eq!(h.model_sha256, m.sha256());
     let (out, _) = bitsback::unpack(&m, &want, &lim(), &mut no_progress()).unwrap();
     assert_eq!(out[0].image, items[0].image);
@@ -210,13 +210,43 @@ fn reseal(b: &mut [u8]) {
     let Some(hend) = 9usize.checked_add(h).filter(|&e| e + 4 <= b.len()) else { return };
     // body_crc32 sits 8 bytes before item_count; find it from the fixed layout
     let k = u16::from_le_bytes([b[9 + 34], b[9 + 35]]) as usize;
-    let body_crc_at = 9 + 36 + 2 * k + 1 + k + 1 + 1 + 2 + 8 + 4 + 4 + 4;
+    let body_crc_at = body_crc_offset(k);
     if body_crc_at + 4 <= hend {
         let crc = crc32fast::hash(&b[hend + 4..]);
         b[body_crc_at..body_crc_at + 4].copy_from_slice(&crc.to_le_bytes());
     }
     let crc = crc32fast::hash(&b[..hend]);
     b[hend..hend + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Offset of `body_crc32` in an archive whose header names `k` steps (SPEC § A2).
+fn body_crc_offset(k: usize) -> usize {
+    9 + 36 + 2 * k + 1 + k + 1 + 1 + 2 + 8 + 4 + 4 + 4
+}
+
+#[test]
+fn bitsback_archive_version_1_is_refused_clearly() {
+    let mut b = vector_bytes();
+    b[4] = 1;
+    match bitsback::read_archive(&b, &lim()) {
+        Err(Error::Format(m)) => assert!(m.contains("archive version 1"), "{m}"),
+        other => panic!("version 1 archive: {other:?}"),
+    }
+}
+
+#[test]
+fn bitsback_wrong_pixels_crc_is_a_checksum_error_after_decoding() {
+    let m = tiny();
+    let mut b = vector_bytes();
+    let k = u16::from_le_bytes([b[9 + 34], b[9 + 35]]) as usize;
+    let at = body_crc_offset(k) + 4; // pixels_crc32 follows body_crc32
+    b[at] ^= 1;
+    reseal(&mut b);
+    bitsback::read_archive(&b, &lim()).expect("a resealed header parses");
+    match bitsback::unpack(&m, &b, &lim(), &mut no_progress()) {
+        Err(Error::Checksum(msg)) => assert!(msg.contains("pixel CRC"), "{msg}"),
+        other => panic!("wrong pixel CRC: {:?}", other.map(|_| ())),
+    }
 }
 
 fn vector_bytes() -> Vec<u8> {
@@ -229,7 +259,7 @@ proptest! {
     #[test]
     fn bitsback_reader_never_panics_on_arbitrary_bytes(data in proptest::collection::vec(any::<u8>(), 0..400)) {
         let _ = bitsback::read_archive(&data, &lim());
-        let mut d = b"DDPA\x01".to_vec();
+        let mut d = b"DDPA\x02".to_vec();
         d.extend_from_slice(&data);
         let _ = bitsback::read_archive(&d, &lim());
     }

@@ -9,7 +9,7 @@ use crate::error::{format_err, Error, Result};
 /// File magic.
 pub const MAGIC: &[u8; 4] = b"DDPA";
 /// Format version.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Longest item name (bytes).
 pub const MAX_NAME_BYTES: usize = 255;
 /// Tile edge of the archive (the model's input).
@@ -50,8 +50,6 @@ pub struct ItemInfo {
     pub height: u32,
     /// 1 grey, 3 RGB, 4 RGBA (alpha opaque, not coded).
     pub channels: u8,
-    /// CRC-32 of the item's interleaved samples.
-    pub pixel_crc32: u32,
 }
 
 impl ItemInfo {
@@ -85,6 +83,8 @@ pub struct ArchiveHeader {
     pub init_untouched: u32,
     pub body_words: u32,
     pub body_crc32: u32,
+    /// CRC-32 of every item's decoded interleaved samples, concatenated in item order.
+    pub pixels_crc32: u32,
     pub items: Vec<ItemInfo>,
 }
 
@@ -151,7 +151,23 @@ pub fn write_archive(a: &Archive) -> Result<Vec<u8>> {
     put_u32(&mut f, h.init_untouched);
     put_u32(&mut f, h.body_words);
     put_u32(&mut f, h.body_crc32);
+    put_u32(&mut f, h.pixels_crc32);
     put_u32(&mut f, h.items.len() as u32);
+    // geometry as runs of equal (width, height, channels)
+    let mut runs: Vec<(u32, &ItemInfo)> = Vec::new();
+    for it in &h.items {
+        match runs.last_mut() {
+            Some((c, r)) if (r.width, r.height, r.channels) == (it.width, it.height, it.channels) => *c += 1,
+            _ => runs.push((1, it)),
+        }
+    }
+    put_u32(&mut f, runs.len() as u32);
+    for (c, r) in &runs {
+        put_u32(&mut f, *c);
+        put_u32(&mut f, r.width);
+        put_u32(&mut f, r.height);
+        f.push(r.channels);
+    }
     match numbered(&h.items) {
         Some((prefix, start, digits)) => {
             f.push(1);
@@ -176,24 +192,6 @@ pub fn write_archive(a: &Archive) -> Result<Vec<u8>> {
                 prev = &it.name;
             }
         }
-    }
-    // geometry as runs of equal (width, height, channels)
-    let mut runs: Vec<(u32, &ItemInfo)> = Vec::new();
-    for it in &h.items {
-        match runs.last_mut() {
-            Some((c, r)) if (r.width, r.height, r.channels) == (it.width, it.height, it.channels) => *c += 1,
-            _ => runs.push((1, it)),
-        }
-    }
-    put_u32(&mut f, runs.len() as u32);
-    for (c, r) in &runs {
-        put_u32(&mut f, *c);
-        put_u32(&mut f, r.width);
-        put_u32(&mut f, r.height);
-        f.push(r.channels);
-    }
-    for it in &h.items {
-        put_u32(&mut f, it.pixel_crc32);
     }
     let mut out = Vec::with_capacity(13 + f.len() + 8 * a.body.len());
     out.extend_from_slice(MAGIC);
@@ -304,7 +302,7 @@ pub fn read_archive(bytes: &[u8], lim: &ArchiveLimits) -> Result<Archive> {
         return Err(format_err("truncated header"));
     }
     if bytes[4] != VERSION {
-        return Err(format_err(format!("unsupported archive version {}", bytes[4])));
+        return Err(format_err(format!("archive version {} is not supported (this reader reads version {VERSION})", bytes[4])));
     }
     let hlen = u32::from_le_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) as usize;
     if hlen < 80 {
@@ -361,6 +359,7 @@ pub fn read_archive(bytes: &[u8], lim: &ArchiveLimits) -> Result<Archive> {
     let init_untouched = c.u32()?;
     let body_words = c.u32()?;
     let body_crc32 = c.u32()?;
+    let pixels_crc32 = c.u32()?;
     if init_words == 0 || init_untouched >= init_words {
         return Err(format_err("need 0 ≤ init_untouched < init_words"));
     }
@@ -371,9 +370,35 @@ pub fn read_archive(bytes: &[u8], lim: &ArchiveLimits) -> Result<Archive> {
         return Err(format_err("archive with no items"));
     }
     limit("item_count", n as u64, lim.max_items as u64)?;
-    // every item needs at least 4 CRC bytes: reject impossible counts before allocating
-    if n.saturating_mul(4) > hlen {
-        return Err(format_err("item_count larger than the header can hold"));
+    // geometry first: the tile limit bounds the item table before any name is built
+    let runs = c.u32()? as usize;
+    if runs == 0 || runs > n {
+        return Err(format_err(format!("{runs} geometry runs for {n} items")));
+    }
+    let mut geoms = Vec::with_capacity(n);
+    let mut total_tiles = 0u64;
+    for _ in 0..runs {
+        let count = c.u32()? as usize;
+        let (w, hh, ch) = (c.u32()?, c.u32()?, c.u8()?);
+        if count == 0 || geoms.len() + count > n {
+            return Err(format_err("geometry run counts do not add up to item_count"));
+        }
+        if w == 0 || hh == 0 || !matches!(ch, 1 | 3 | 4) {
+            return Err(format_err(format!("item geometry {w}x{hh}x{ch}")));
+        }
+        if let Some(&(pw, ph, pc)) = geoms.last() {
+            if (pw, ph, pc) == (w, hh, ch) {
+                return Err(format_err("consecutive geometry runs must differ"));
+            }
+        }
+        limit("item pixels", w as u64 * hh as u64, lim.max_item_pixels)?;
+        let t = (w as u64).div_ceil(TILE as u64) * (hh as u64).div_ceil(TILE as u64);
+        total_tiles = total_tiles.saturating_add(t.saturating_mul(count as u64));
+        limit("total tiles", total_tiles, lim.max_total_tiles)?;
+        geoms.extend(std::iter::repeat_n((w, hh, ch), count));
+    }
+    if geoms.len() != n {
+        return Err(format_err("geometry run counts do not add up to item_count"));
     }
     let mut names: Vec<String> = Vec::with_capacity(n);
     let mut seen = std::collections::HashSet::with_capacity(n);
@@ -419,41 +444,9 @@ pub fn read_archive(bytes: &[u8], lim: &ArchiveLimits) -> Result<Archive> {
         }
         k => return Err(format_err(format!("names_kind {k}"))),
     }
-    let runs = c.u32()? as usize;
-    if runs == 0 || runs > n {
-        return Err(format_err(format!("{runs} geometry runs for {n} items")));
-    }
-    let mut geoms = Vec::with_capacity(n);
-    let mut total_tiles = 0u64;
-    for _ in 0..runs {
-        let count = c.u32()? as usize;
-        let (w, hh, ch) = (c.u32()?, c.u32()?, c.u8()?);
-        if count == 0 || geoms.len() + count > n {
-            return Err(format_err("geometry run counts do not add up to item_count"));
-        }
-        if w == 0 || hh == 0 || !matches!(ch, 1 | 3 | 4) {
-            return Err(format_err(format!("item geometry {w}x{hh}x{ch}")));
-        }
-        if let Some(&(pw, ph, pc)) = geoms.last() {
-            if (pw, ph, pc) == (w, hh, ch) {
-                return Err(format_err("consecutive geometry runs must differ"));
-            }
-        }
-        limit("item pixels", w as u64 * hh as u64, lim.max_item_pixels)?;
-        let t = (w as u64).div_ceil(TILE as u64) * (hh as u64).div_ceil(TILE as u64);
-        total_tiles = total_tiles.saturating_add(t.saturating_mul(count as u64));
-        limit("total tiles", total_tiles, lim.max_total_tiles)?;
-        geoms.extend(std::iter::repeat_n((w, hh, ch), count));
-    }
-    if geoms.len() != n {
-        return Err(format_err("geometry run counts do not add up to item_count"));
-    }
     let mut items = Vec::with_capacity(n);
     for (name, (w, hh, ch)) in names.into_iter().zip(geoms) {
-        items.push(ItemInfo { name, width: w, height: hh, channels: ch, pixel_crc32: 0 });
-    }
-    for it in items.iter_mut() {
-        it.pixel_crc32 = c.u32()?;
+        items.push(ItemInfo { name, width: w, height: hh, channels: ch });
     }
     if c.at != hlen {
         return Err(format_err("header bytes left over after the item table"));
@@ -493,6 +486,7 @@ pub fn read_archive(bytes: &[u8], lim: &ArchiveLimits) -> Result<Archive> {
             init_untouched,
             body_words,
             body_crc32,
+            pixels_crc32,
             items,
         },
         body,

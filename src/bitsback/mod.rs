@@ -458,7 +458,6 @@ pub fn pack(model: &Model, items: &[Item], p: &PackParams, progress: &mut dyn Fn
             width: it.image.width,
             height: it.image.height,
             channels: it.image.channels,
-            pixel_crc32: crc32fast::hash(it.image.samples()),
         });
     }
     let geo = geometry(&infos.iter().map(|i| (i.width, i.height, i.channels)).collect::<Vec<_>>());
@@ -506,6 +505,11 @@ pub fn pack(model: &Model, items: &[Item], p: &PackParams, progress: &mut dyn Fn
         init_untouched: untouched as u32,
         body_words: body.len() as u32,
         body_crc32: crc32fast::hash(&body.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>()),
+        pixels_crc32: {
+            let mut crc = crc32fast::Hasher::new();
+            items.iter().for_each(|it| crc.update(it.image.samples()));
+            crc.finalize()
+        },
         items: infos,
     };
     let bytes = write_archive(&Archive { header, body })?;
@@ -597,12 +601,14 @@ pub fn unpack(model: &Model, bytes: &[u8], lim: &ArchiveLimits, progress: &mut d
         return Err(Error::Checksum("the stack did not return to its initial words (corrupt archive or model/platform mismatch)".into()));
     }
     let mut items = Vec::with_capacity(h.items.len());
+    let mut crc = crc32fast::Hasher::new();
     for ((info, grid), t) in h.items.iter().zip(&geo.grids).zip(&tiles_u8) {
         let img = RasterImage::from_rgb(info.width, info.height, info.channels, &grid.from_tiles(t))?;
-        if crc32fast::hash(img.samples()) != info.pixel_crc32 {
-            return Err(Error::Checksum(format!("item {:?} decoded with a pixel CRC mismatch", info.name)));
-        }
+        crc.update(img.samples());
         items.push(Item { name: info.name.clone(), image: img });
+    }
+    if crc.finalize() != h.pixels_crc32 {
+        return Err(Error::Checksum("the decoded pixels do not match the archive's pixel CRC (corrupt archive or model/platform mismatch)".into()));
     }
     let rep = UnpackReport { items: items.len(), tiles: geo.tiles.len() as u64, network_calls: ch.calls, unpack_seconds: start.elapsed().as_secs_f64() };
     Ok((items, rep))
