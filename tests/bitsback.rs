@@ -225,6 +225,16 @@ fn body_crc_offset(k: usize) -> usize {
 }
 
 #[test]
+fn bitsback_info_describes_the_vector() {
+    let b = vector_bytes();
+    let text = bitsback::info(&b, &lim()).unwrap();
+    for want in ["version 2", "K = 2 of T = 1000", "variance       : small (code 0)", "items          : 1 (1 tiles, 96 dimensions)", "v0 8x4x3", &format!("file: {} bytes", b.len())] {
+        assert!(text.contains(want), "info lacks {want:?}:\n{text}");
+    }
+    assert!(matches!(bitsback::info(&b[..b.len() - 1], &lim()), Err(Error::Format(_))));
+}
+
+#[test]
 fn bitsback_archive_version_1_is_refused_clearly() {
     let mut b = vector_bytes();
     b[4] = 1;

@@ -566,6 +566,44 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// A human-readable summary of an archive (`ddpm-codec info set.ddpa`): its header fields, the
+/// sizes of its parts and its items; parses (and checks) the whole file, decodes nothing.
+pub fn info(bytes: &[u8], lim: &ArchiveLimits) -> Result<String> {
+    use std::fmt::Write;
+    let a = read_archive(bytes, lim)?;
+    let h = &a.header;
+    let dims: u64 = h.items.iter().map(|it| it.dims()).sum();
+    let tiles: u64 = h.items.iter().map(|it| it.tiles()).sum();
+    let header_bytes = bytes.len() - 8 * a.body.len();
+    let mut s = String::new();
+    let _ = writeln!(s, "ddpm-codec bits-back archive (.ddpa), version {}", archive::VERSION);
+    let _ = writeln!(s, "  model sha256   : {}", h.model_sha256.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let taus = &h.taus;
+    let shown = if taus.len() <= 8 { format!("{taus:?}") } else { format!("[{}, {}, {}, …, {}]", taus[0], taus[1], taus[2], taus[taus.len() - 1]) };
+    let _ = writeln!(s, "  chain          : K = {} of T = {}, τ = {shown}", taus.len(), h.t_max);
+    let v = variance_of(h.variance).map(|v| format!("{v:?}").to_lowercase()).unwrap_or_else(|_| "?".into());
+    let _ = writeln!(s, "  variance       : {v} (code {})", h.variance);
+    let _ = writeln!(s, "  latents        : range ±2^{}, window {} σ, groups of up to {} tiles, seed {}", h.range_log2, h.window_sigmas, h.max_group_tiles, h.seed);
+    let _ = writeln!(s, "  items          : {} ({} tiles, {} dimensions), pixel CRC {:08x}", h.items.len(), tiles, dims, h.pixels_crc32);
+    for it in h.items.iter().take(5) {
+        let _ = writeln!(s, "    {} {}x{}x{}", it.name, it.width, it.height, it.channels);
+    }
+    if h.items.len() > 5 {
+        let _ = writeln!(s, "    … {} more", h.items.len() - 5);
+    }
+    let _ = writeln!(
+        s,
+        "file: {} bytes ({} header, {} body words; {} initial words, {} regenerated): {:.4} bits/dim",
+        bytes.len(),
+        header_bytes,
+        a.body.len(),
+        h.init_words,
+        h.init_untouched,
+        bytes.len() as f64 * 8.0 / dims.max(1) as f64
+    );
+    Ok(s)
+}
+
 /// Unpacks every item (bit-exact, checked by the per-item CRCs and the restored initial stack).
 pub fn unpack(model: &Model, bytes: &[u8], lim: &ArchiveLimits, progress: &mut dyn FnMut(usize, usize)) -> Result<(Vec<Item>, UnpackReport)> {
     let start = std::time::Instant::now();

@@ -201,7 +201,11 @@ pub fn run_command(cli: Cli) -> Result<()> {
         }
         Command::Info { input } => {
             let bytes = std::fs::read(input)?;
-            print!("{}", codec::info(&bytes)?);
+            if bytes.starts_with(ddpm_codec::bitsback::archive::MAGIC) {
+                print!("{}", ddpm_codec::bitsback::info(&bytes, &ddpm_codec::bitsback::ArchiveLimits::default())?);
+            } else {
+                print!("{}", codec::info(&bytes)?);
+            }
         }
         Command::Nll { data, split, limit, chain, mode, batch, seed, json } => {
             let model = load_model(&cli)?;

@@ -200,7 +200,7 @@ pub enum Command {
         #[arg(long, default_value_t = ddpm_codec::codec::DEFAULT_MAX_WORK)]
         max_work: u64,
     },
-    /// Print a stream's header and size (per-packet sizes: `encode --report`).
+    /// Print a stream's or a bits-back archive's header and sizes (per-packet sizes: `encode --report`).
     Info { input: PathBuf },
     /// Bits/dim of a data set under the model (the paper's variational bound).
     Nll {
