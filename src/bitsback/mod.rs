@@ -52,6 +52,7 @@ pub mod coder;
 
 use serde::Serialize;
 
+use crate::bitstream::header::{abbreviate, hex};
 use crate::codec::{step_outputs_tiles, TILE};
 use crate::data::to_model_range;
 use crate::diffusion::{Denoiser, Diffusion};
@@ -562,10 +563,6 @@ pub fn parse(bytes: &[u8], model: &Model, lim: &ArchiveLimits) -> Result<Archive
     Ok(a)
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// A human-readable summary of an archive (`ddpm-codec info set.ddpa`): its header fields, the
 /// sizes of its parts and its items; parses (and checks) the whole file, decodes nothing.
 pub fn info(bytes: &[u8], lim: &ArchiveLimits) -> Result<String> {
@@ -577,10 +574,8 @@ pub fn info(bytes: &[u8], lim: &ArchiveLimits) -> Result<String> {
     let header_bytes = bytes.len() - 8 * a.body.len();
     let mut s = String::new();
     let _ = writeln!(s, "ddpm-codec bits-back archive (.ddpa), version {}", archive::VERSION);
-    let _ = writeln!(s, "  model sha256   : {}", h.model_sha256.iter().map(|b| format!("{b:02x}")).collect::<String>());
-    let taus = &h.taus;
-    let shown = if taus.len() <= 8 { format!("{taus:?}") } else { format!("[{}, {}, {}, …, {}]", taus[0], taus[1], taus[2], taus[taus.len() - 1]) };
-    let _ = writeln!(s, "  chain          : K = {} of T = {}, τ = {shown}", taus.len(), h.t_max);
+    let _ = writeln!(s, "  model sha256   : {}", hex(&h.model_sha256));
+    let _ = writeln!(s, "  chain          : K = {} of T = {}, τ = {}", h.taus.len(), h.t_max, abbreviate(&h.taus));
     let v = variance_of(h.variance).map(|v| format!("{v:?}").to_lowercase()).unwrap_or_else(|_| "?".into());
     let _ = writeln!(s, "  variance       : {v} (code {})", h.variance);
     let _ = writeln!(s, "  latents        : range ±2^{}, window {} σ, groups of up to {} tiles, seed {}", h.range_log2, h.window_sigmas, h.max_group_tiles, h.seed);

@@ -688,11 +688,13 @@ impl Header {
     }
 }
 
-fn hex(b: &[u8]) -> String {
+/// Lower-case hexadecimal of `b` (model identities in `info`).
+pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn abbreviate(t: &[u16]) -> String {
+/// A τ list as `info` shows it: whole up to 8 entries, else the first three and last two.
+pub(crate) fn abbreviate(t: &[u16]) -> String {
     if t.len() <= 8 {
         format!("{t:?}")
     } else {
