@@ -8,8 +8,8 @@
 //!
 //! Each setting is B:M (at most 2^19 candidates per chunk), B:M:MAX_LOG2 (12:3:17 is the
 //! default stream) B:M:MAX_LOG2:SKIP (steps below SKIP bits are skipped; default 0.25) or
-//! B:M:MAX_LOG2:SKIP:TILT (the encoder's target tilt, default 1.2) or B:M:MAX_LOG2:SKIP:TILT:1
-//! (exact per-dimension quadratic scoring of a learned variance, `RccParams::exact_quadratic`). DATA: a CIFAR-10 folder (test split) or an image folder; N images; e.g.
+//! B:M:MAX_LOG2:SKIP:TILT (the encoder's target tilt, default 1.2) or B:M:MAX_LOG2:SKIP:TILT:E
+//! (E = 1 exact per-dimension quadratic scoring of a learned variance, the default; 0 the chunk mean, `RccParams::exact_quadratic`). DATA: a CIFAR-10 folder (test split) or an image folder; N images; e.g.
 //!   rcc_sweep ../shared/data/cifar10 50 50 optimal "6:6,10:3,14:2,16:2" /work/runs/calib/model
 
 use ddpm_codec::codec::{self, CodecParams};
@@ -41,7 +41,8 @@ fn main() -> ddpm_codec::Result<()> {
         let max_l = f.get(2).map_or(19, |v| v.parse().unwrap());
         let skip = f.get(3).map_or(RccParams::default().skip_below_bits, |v| v.parse().unwrap());
         let tilt = f.get(4).map_or(RccParams::default().tilt, |v| v.parse().unwrap());
-        let exact_quadratic = f.get(5).is_some_and(|v| *v == "1");
+        // the default stream scores exactly (sessions 7–8 ran "12:3:17" with the chunk mean: a 6th field was needed)
+        let exact_quadratic = f.get(5).map_or(RccParams::default().exact_quadratic, |v| *v == "1");
         let mut p = CodecParams::new(steps, "dense", a[4].parse()?)?;
         p.rcc = RccParams { chunk_bits: b.parse().unwrap(), margin_bits: m.parse().unwrap(), max_log2_candidates: max_l, skip_below_bits: skip, tilt, exact_quadratic, ..RccParams::default() };
         let (mut file_bits, mut ideal, mut chain_bits, mut chain_kl, mut head, mut dims) = (0.0, 0.0, 0.0, 0.0, 0usize, 0usize);

@@ -350,6 +350,26 @@ pub fn normal_at(key: u64, stream: u64, k: u64) -> f32 {
 /// pins them to [`normal_at`]). Generating the encoder's candidate pool (2^25 values) is this
 /// function's main use and cost.
 pub fn fill_normals(key: u64, stream: u64, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512dq") && std::arch::is_x86_feature_detected!("avx512vl") {
+        // SAFETY: the features were detected at run time.
+        unsafe { fill_normals_avx512(key, stream, out) };
+        return;
+    }
+    fill_normals_body(key, stream, out)
+}
+
+/// [`fill_normals_body`] compiled for AVX-512 (the release build targets baseline x86-64):
+/// the same basic IEEE operations, vectorised 16 wide, so the same bits; the pool is built
+/// ≈ 3× faster (it was a fifth of a single-image `encode`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx2")]
+unsafe fn fill_normals_avx512(key: u64, stream: u64, out: &mut [f32]) {
+    fill_normals_body(key, stream, out)
+}
+
+#[inline(always)]
+fn fill_normals_body(key: u64, stream: u64, out: &mut [f32]) {
     const B: usize = 32;
     let sk = stream_key(key, stream);
     let half = out.len() / 2;
@@ -589,6 +609,12 @@ mod tests {
             for (k, z) in v.iter().enumerate() {
                 assert_eq!(normal_at(5, 3, k as u64).to_bits(), z.to_bits(), "len {len} k {k}");
             }
+        }
+        // the vectorised bulk path (AVX-512 where the CPU has it) on many values
+        let mut v = vec![0f32; 1 << 17];
+        fill_normals(0x504F_4F4C_0000_0003, 12, &mut v);
+        for (k, z) in v.iter().enumerate() {
+            assert_eq!(normal_at(0x504F_4F4C_0000_0003, 12, k as u64).to_bits(), z.to_bits(), "k {k}");
         }
         let mut v = vec![0f32; 1000];
         for j in [0u64, 1, 77, 65535] {

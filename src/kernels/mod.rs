@@ -23,6 +23,7 @@
 
 pub mod gemm;
 pub mod ops;
+pub mod score;
 
 pub use gemm::{gemm, Init, Rows};
 

@@ -23,7 +23,7 @@ use rayon::prelude::*;
 use super::{dim_kl_nats, plan_chunks, pool, step_kl_bits, ChunkPlan, RccParams, StepKey, StepStats, StepStd};
 use crate::entropy::{quantize_kl, SymbolReader, SymbolWriter};
 use crate::error::{Error, Result};
-use crate::kernels::{gemm, Backend, Init, Rows};
+use crate::kernels::{gemm, score, Backend, Init, Rows};
 use crate::rng::{bits_at, fill_normals, hash4, ln_f32, permutation, stream_key};
 
 /// Generator tags (part of the format).
@@ -85,33 +85,82 @@ fn place_candidate(key: StepKey, c: usize, log2_n: u32, j: u32, dims: &[u32], mu
 /// search stops (after ≈ 20% of the candidates on average, measured on the 1-D model). The
 /// result is exactly the full argmax.
 fn select(key: StepKey, c: usize, scores: &[f32]) -> u32 {
-    let max_sc = scores.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+    // the maximum in 16 lanes (a comparison the compiler vectorises; scores are finite)
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let mut it = scores.chunks_exact(16);
+    for c in &mut it {
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            *m = if v > *m { v } else { *m };
+        }
+    }
+    let max_sc = it.remainder().iter().chain(&lanes).fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
     let pk = hash4(key.seed ^ PRIVATE_SEED_XOR, key.step as u64, c as u64, TAG_ARRIVALS);
     let sk = stream_key(pk, 0);
     let mut t = 0.0f64;
     let mut best = (f64::NEG_INFINITY, 0u32);
-    for (j, &sc) in scores.iter().enumerate() {
-        let k = (bits_at(sk, j as u64) >> 41) as u32;
-        let u = (2 * k + 1) as f32 * (1.0 / 16_777_216.0);
-        t -= ln_f32(u) as f64;
-        let lt = ln_f32(t as f32) as f64;
-        let v = sc as f64 - lt;
-        if v > best.0 {
-            best = (v, j as u32);
-        }
-        if max_sc - lt <= best.0 {
-            break;
+    // ln T_j is computed only where candidate j could win against the last computed ln T
+    // (ln T grows with j; the slack covers ln_f32's rounding, far below 1e-3) and at the
+    // first candidate of every block of 16 for the stopping rule: the same argmax, with a
+    // fraction of the logarithms
+    let mut lt_last = f64::NEG_INFINITY;
+    let mut ln_u = [0f32; 16];
+    for (b, block) in scores.chunks(16).enumerate() {
+        let j0 = b * 16;
+        arrival_logs(sk, j0 as u64, &mut ln_u[..block.len()]);
+        for (i, &sc) in block.iter().enumerate() {
+            let j = j0 + i;
+            t -= ln_u[i] as f64;
+            if sc as f64 - lt_last <= best.0 - 1e-3 && i != 0 {
+                continue;
+            }
+            let lt = ln_f32(t as f32) as f64;
+            lt_last = lt;
+            let v = sc as f64 - lt;
+            if v > best.0 {
+                best = (v, j as u32);
+            }
+            if max_sc - lt <= best.0 {
+                return best.1;
+            }
         }
     }
     best.1
+}
+
+/// `out[i] = ln U_{j0+i}`, the logarithms of the arrival uniforms of [`select`], 16 at a time
+/// (vectorised where AVX-512 is available: the same integer and basic f32 operations, so the
+/// same values).
+fn arrival_logs(sk: u64, j0: u64, out: &mut [f32]) {
+    #[inline(always)]
+    fn body(sk: u64, j0: u64, out: &mut [f32]) {
+        for (i, o) in out.iter_mut().enumerate() {
+            let k = (bits_at(sk, j0 + i as u64) >> 41) as u32;
+            let u = (2 * k + 1) as f32 * (1.0 / 16_777_216.0);
+            *o = ln_f32(u);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx2")]
+    unsafe fn wide(sk: u64, j0: u64, out: &mut [f32]) {
+        body(sk, j0, out)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if crate::kernels::use_avx512() && std::arch::is_x86_feature_detected!("avx512dq") && std::arch::is_x86_feature_detected!("avx512vl") {
+        // SAFETY: the features were detected at run time.
+        unsafe { wide(sk, j0, out) };
+        return;
+    }
+    body(sk, j0, out)
 }
 
 /// Scores of the chunks `group` (`coef[c]`: chunk c's signed coefficients, `a_coef[c]` its
 /// quadratic coefficient) for all `2^l` candidates: row g = c − group.start, column j. Candidates are split into ranges scored in
 /// parallel; within a range, one GEMM per block of pool columns with the chunks as rows and
 /// the candidates as the long, vectorised dimension (the pool is stored column-major), then
-/// `a_coef · Σ z²` over the columns each chunk uses. Every score is one fixed sequence of
-/// operations, so the result does not depend on the thread count.
+/// `a_coef · Σ z²` over the columns each chunk uses; with a quadratic coefficient per
+/// dimension (`a_dev`), one fused pass per panel instead ([`score::panel_scores`]). Every
+/// score is one fixed sequence of operations, so the result does not depend on the thread
+/// count.
 #[allow(clippy::too_many_arguments)]
 fn score_group(key: StepKey, l: u32, group: std::ops::Range<usize>, coef: &[Vec<f32>], a_coef: &[f32], a_dev: Option<&[Vec<f32>]>, out: &mut Vec<f32>) {
     let nc = 1usize << l;
@@ -134,9 +183,14 @@ fn score_group(key: StepKey, l: u32, group: std::ops::Range<usize>, coef: &[Vec<
             .collect()
     };
     let am = per_block(coef);
-    // the per-dimension quadratic deviations a_d − ā (exact scoring of a std per dimension):
-    // a second GEMM against the squared pool values
-    let am2 = a_dev.map(per_block);
+    // exact scoring of a std per dimension: each dimension's own quadratic coefficient
+    // a_d = ā + (a_d − ā), zero past the chunk's dimensions, for the fused panel kernel
+    let am2 = a_dev.map(|dev| {
+        let full: Vec<Vec<f32>> = (0..coef.len())
+            .map(|c| if group.contains(&c) { dev[c].iter().map(|&v| a_coef[c] + v).collect() } else { Vec::new() })
+            .collect();
+        per_block(&full)
+    });
     let counts: Vec<Vec<usize>> = (0..blocks)
         .map(|s| group.clone().map(|c| coef[c].len().saturating_sub(s * cols).min(cols)).collect())
         .collect();
@@ -175,7 +229,9 @@ fn score_group(key: StepKey, l: u32, group: std::ops::Range<usize>, coef: &[Vec<
 /// Scores of candidates `j0..j0 + w` for the chunks of [`score_group`] into `c` (g × w).
 /// The window's rows are read panel by panel ([`pool::pool`]'s layout): per panel and block,
 /// one small GEMM (g chunks × ≤ 16 candidates × 64 columns), then `a_coef` times the
-/// candidates' squared norms over the columns each chunk uses (`a_coef`: one per chunk row).
+/// candidates' squared norms over the columns each chunk uses (`a_coef`: one per chunk row);
+/// with `am2` (every dimension's own a_d) a whole panel is one fused pass
+/// ([`score::panel_scores`]), a partial one a GEMM against the squared values.
 #[allow(clippy::too_many_arguments)]
 fn score_range(key: StepKey, l: u32, j0: usize, w: usize, am: &[Vec<f32>], am2: Option<&[Vec<f32>]>, counts: &[Vec<usize>], distinct: &[Vec<usize>], a_coef: &[f32], c: &mut [f32]) {
     let be = Backend::detect();
@@ -192,6 +248,17 @@ fn score_range(key: StepKey, l: u32, j0: usize, w: usize, am: &[Vec<f32>], am2: 
             let off = r % pw;
             let n = (pw - off).min(w - jj);
             let panel = &p[pool::index(r - off, 0)..pool::index(r - off, 0) + cols * pw];
+            if let (Some(am2), 0, true) = (am2, off, n == pw) {
+                // a whole panel with a quadratic coefficient per dimension: one fused pass
+                if s == 0 {
+                    for gi in 0..g {
+                        c[gi * w + jj..gi * w + jj + pw].fill(0.0);
+                    }
+                }
+                score::panel_scores(be, g, a, &am2[s], &counts[s], panel, &mut c[jj..], w);
+                jj += n;
+                continue;
+            }
             // C[g, jj..jj+n] (+)= Σ_k A[g, k] · P[r + q, k]; B's row k is the panel's column k
             let init = if s == 0 { Init::Zero } else { Init::C };
             gemm(be, g, n, a, Rows::Strided { ld: cols }, &[0], cols, &panel[off..], pw, &mut c[jj..], Rows::Strided { ld: w }, init, None, false);
@@ -201,7 +268,8 @@ fn score_range(key: StepKey, l: u32, j0: usize, w: usize, am: &[Vec<f32>], am2: 
                 }
                 gemm(be, g, n, &am2[s], Rows::Strided { ld: cols }, &[0], cols, &sq[off..], pw, &mut c[jj..], Rows::Strided { ld: w }, Init::C, None, false);
             }
-            if a_coef.iter().any(|&a| a != 0.0) {
+            // (with per-dimension coefficients `am2` holds every a_d: no chunk-mean term)
+            if am2.is_none() && a_coef.iter().any(|&a| a != 0.0) {
                 let mut norms = [0f32; 16];
                 let mut k = 0;
                 for &cnt in &distinct[s] {
