@@ -725,6 +725,34 @@ mod tests {
     }
 
     #[test]
+    fn select_is_the_full_argmax() {
+        // the definition: argmax_j (score_j − ln T_j) over every candidate, first maximum
+        fn full(key: StepKey, c: usize, scores: &[f32]) -> u32 {
+            let sk = stream_key(hash4(key.seed ^ PRIVATE_SEED_XOR, key.step as u64, c as u64, TAG_ARRIVALS), 0);
+            let (mut t, mut best) = (0.0f64, (f64::NEG_INFINITY, 0u32));
+            for (j, &sc) in scores.iter().enumerate() {
+                let k = (bits_at(sk, j as u64) >> 41) as u32;
+                t -= ln_f32((2 * k + 1) as f32 * (1.0 / 16_777_216.0)) as f64;
+                let v = sc as f64 - ln_f32(t as f32) as f64;
+                if v > best.0 {
+                    best = (v, j as u32);
+                }
+            }
+            best.1
+        }
+        let mut z = vec![0f32; 1 << 14];
+        for (case, &(n, scale)) in [(16usize, 1.0f32), (37, 3.0), (1000, 0.5), (4096, 6.0), (16384, 9.0), (5, 0.0)].iter().enumerate() {
+            for c in 0..20 {
+                fill_normals(case as u64 * 100 + c as u64, 7, &mut z[..n]);
+                // a few strong candidates late in the list, as a chunk with a large KL has
+                let scores: Vec<f32> = z[..n].iter().enumerate().map(|(j, &v)| scale * v + if j % 977 == 976 { 2.0 * scale } else { 0.0 }).collect();
+                let key = StepKey { seed: 11, step: case as u32 };
+                assert_eq!(select(key, c, &scores), full(key, c, &scores), "n {n} scale {scale} chunk {c}");
+            }
+        }
+    }
+
+    #[test]
     fn round_trip_bit_identical_with_skip_and_multichunk() {
         let dims = 300;
         // 0.0 bits -> skipped; 0.3 -> one tiny chunk; 40 and 150 -> multi-chunk; 1e-9 -> skip
