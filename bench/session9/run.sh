@@ -35,3 +35,5 @@ cmp <(python3 -c "from PIL import Image; import sys; print(Image.open(sys.argv[1
     <(python3 -c "from PIL import Image; import sys; print(Image.open(sys.argv[1]).tobytes().hex())" runs/flower_dec.png) && echo "photo: decode bit-exact" > bench/photo768_session9/check.txt
 # afterwards, alone on one core beside the fresh-clone CI: lossless at K = 1000 on the first 500
 # $B -q --threads 1 bench-lossless "$DATA" --limit 500 --steps 1000 --json bench/lossless_500_k1000_session9/lossless.json > bench/lossless_500_k1000_session9/table.txt
+# and on the first 100 (the figure quoted in the README):
+# $B -q --threads 1 bench-lossless "$DATA" --limit 100 --steps 1000 --json bench/lossless_100_k1000_session9/lossless.json > bench/lossless_100_k1000_session9/table.txt
