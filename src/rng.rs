@@ -351,7 +351,7 @@ pub fn normal_at(key: u64, stream: u64, k: u64) -> f32 {
 /// function's main use and cost.
 pub fn fill_normals(key: u64, stream: u64, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512dq") && std::arch::is_x86_feature_detected!("avx512vl") {
+    if crate::kernels::use_avx512_dq_vl() {
         // SAFETY: the features were detected at run time.
         unsafe { fill_normals_avx512(key, stream, out) };
         return;

@@ -32,6 +32,25 @@ pub fn use_avx512() -> bool {
     Backend::detect() == Backend::Avx512
 }
 
+/// Whether the AVX-512 paths that also need the DQ and VL extensions (the vectorised hashes of
+/// [`crate::rng::fill_normals`] and of the encoder's arrival times) run: the AVX-512 back-end
+/// is in use and the CPU has both (decided once). Those paths compute the same bits as their
+/// portable versions; this is the one place that decides between them.
+pub fn use_avx512_dq_vl() -> bool {
+    use std::sync::OnceLock;
+    static WIDE: OnceLock<bool> = OnceLock::new();
+    *WIDE.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use_avx512() && std::arch::is_x86_feature_detected!("avx512dq") && std::arch::is_x86_feature_detected!("avx512vl")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
 /// Kernel back-end. All compute bit-identical results; they differ in speed only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

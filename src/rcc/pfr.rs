@@ -145,7 +145,7 @@ fn arrival_logs(sk: u64, j0: u64, out: &mut [f32]) {
         body(sk, j0, out)
     }
     #[cfg(target_arch = "x86_64")]
-    if crate::kernels::use_avx512() && std::arch::is_x86_feature_detected!("avx512dq") && std::arch::is_x86_feature_detected!("avx512vl") {
+    if crate::kernels::use_avx512_dq_vl() {
         // SAFETY: the features were detected at run time.
         unsafe { wide(sk, j0, out) };
         return;
@@ -158,11 +158,11 @@ fn arrival_logs(sk: u64, j0: u64, out: &mut [f32]) {
 /// parallel; within a range, one GEMM per block of pool columns with the chunks as rows and
 /// the candidates as the long, vectorised dimension (the pool is stored column-major), then
 /// `a_coef · Σ z²` over the columns each chunk uses; with a quadratic coefficient per
-/// dimension (`a_dev`), one fused pass per panel instead ([`score::panel_scores`]). Every
+/// dimension (`a_dim[c]`, in chunk c's dimension order), one fused pass per panel instead ([`score::panel_scores`]). Every
 /// score is one fixed sequence of operations, so the result does not depend on the thread
 /// count.
 #[allow(clippy::too_many_arguments)]
-fn score_group(key: StepKey, l: u32, group: std::ops::Range<usize>, coef: &[Vec<f32>], a_coef: &[f32], a_dev: Option<&[Vec<f32>]>, out: &mut Vec<f32>) {
+fn score_group(key: StepKey, l: u32, group: std::ops::Range<usize>, coef: &[Vec<f32>], a_coef: &[f32], a_dim: Option<&[Vec<f32>]>, out: &mut Vec<f32>) {
     let nc = 1usize << l;
     let g = group.len();
     let cols = pool::POOL_COLS;
@@ -183,14 +183,9 @@ fn score_group(key: StepKey, l: u32, group: std::ops::Range<usize>, coef: &[Vec<
             .collect()
     };
     let am = per_block(coef);
-    // exact scoring of a std per dimension: each dimension's own quadratic coefficient
-    // a_d = ā + (a_d − ā), zero past the chunk's dimensions, for the fused panel kernel
-    let am2 = a_dev.map(|dev| {
-        let full: Vec<Vec<f32>> = (0..coef.len())
-            .map(|c| if group.contains(&c) { dev[c].iter().map(|&v| a_coef[c] + v).collect() } else { Vec::new() })
-            .collect();
-        per_block(&full)
-    });
+    // exact scoring of a std per dimension: each dimension's own quadratic coefficient a_d,
+    // zero past the chunk's dimensions, for the fused panel kernel
+    let am2 = a_dim.map(per_block);
     let counts: Vec<Vec<usize>> = (0..blocks)
         .map(|s| group.clone().map(|c| coef[c].len().saturating_sub(s * cols).min(cols)).collect())
         .collect();
@@ -356,10 +351,10 @@ pub fn encode_step<'s>(
     let sq = sigma_q as f64;
     let a_of = |sp: f64| 0.5 - 0.5 * (sp / sq) * (sp / sq);
     // The quadratic coefficient of each chunk: exact for a per-step std. With a std per
-    // dimension a_d differs between dimensions: the chunk's mean ā times ‖z‖², plus (with
-    // `exact_quadratic`, the default) the deviations a_d − ā against the squared pool values;
-    // without them the target's variance along dimension d is σ_q² σ_p,d² / mean σ_p² instead
-    // of σ_q² (encoder-only, both decode; measured in bench/rcc/README.md).
+    // dimension a_d differs between dimensions: with `exact_quadratic` (the default) every
+    // a_d against the squared pool values; without it the chunk's mean ā times ‖z‖², and the
+    // target's variance along dimension d is σ_q² σ_p,d² / mean σ_p² instead of σ_q²
+    // (encoder-only, both decode; measured in bench/rcc/README.md).
     let per_dim = match sigma_p {
         StepStd::PerDim(sd) if params.exact_quadratic => Some(sd),
         _ => None,
@@ -374,16 +369,11 @@ pub fn encode_step<'s>(
             })
             .collect(),
     };
-    // exact: each dimension's own a_d, as the chunk mean plus the deviations (in the chunk's
-    // dimension order; squares do not see the candidates' signs)
-    let a_dev: Option<Vec<Vec<f32>>> = per_dim.map(|sd| {
+    // exact: each dimension's own a_d (in the chunk's dimension order; squares do not see the
+    // candidates' signs)
+    let a_dim: Option<Vec<Vec<f32>>> = per_dim.map(|sd| {
         (0..chunks)
-            .map(|c| {
-                perm[chunk_range(c, chunks, dims)]
-                    .iter()
-                    .map(|&d| (a_of(sd[d as usize] as f64) - a_coef[c] as f64) as f32)
-                    .collect()
-            })
+            .map(|c| perm[chunk_range(c, chunks, dims)].iter().map(|&d| a_of(sd[d as usize] as f64) as f32).collect())
             .collect()
     });
     // the tilted target's shift (RccParams::tilt); the quadratic term is q's own
@@ -414,7 +404,7 @@ pub fn encode_step<'s>(
     let mut scores = Vec::new();
     for g0 in (0..chunks).step_by(CHUNK_GROUP) {
         let group = g0..(g0 + CHUNK_GROUP).min(chunks);
-        score_group(key, l, group.clone(), &coef, &a_coef, a_dev.as_deref(), &mut scores);
+        score_group(key, l, group.clone(), &coef, &a_coef, a_dim.as_deref(), &mut scores);
         let best: Vec<u32> = group
             .clone()
             .into_par_iter()
@@ -574,7 +564,9 @@ mod tests {
         // one chunk, one-hot coefficient at position k: the score of candidate j is the value
         // the decoder regenerates for that position (through every block and sign)
         let key = StepKey { seed: 11, step: 4 };
-        for &(m, k, l) in &[(5usize, 0usize, 6u32), (100, 70, 8), (200, 199, 10)] {
+        // (l = 2, 3: fewer candidates than a panel of the pool, the partial-panel path that
+        // `min_log2_candidates` < 4 reaches)
+        for &(m, k, l) in &[(5usize, 0usize, 6u32), (100, 70, 8), (200, 199, 10), (70, 66, 2), (30, 3, 3)] {
             let mut coef = vec![vec![0f32; m]];
             coef[0][k] = 1.0;
             let mut sc = Vec::new();
@@ -591,10 +583,10 @@ mod tests {
             let z = pool::candidate(key.seed, key.step, 0, l, 2, m);
             let n2: f32 = z.iter().map(|v| v * v).sum();
             assert!((sc[2] - (-0.5 * n2)).abs() < 1e-4 * n2.max(1.0));
-            // the exact per-dimension term: a deviation δ at position k adds δ·z_k²
-            let mut dev = vec![vec![0f32; m]];
-            dev[0][k] = 0.25;
-            score_group(key, l, 0..1, &coef0, &[-0.5], Some(&dev), &mut sc);
+            // the exact per-dimension term: a_d = −0.5 everywhere but −0.25 at position k
+            let mut a_dim = vec![vec![-0.5f32; m]];
+            a_dim[0][k] = -0.25;
+            score_group(key, l, 0..1, &coef0, &[-0.5], Some(&a_dim), &mut sc);
             let want = -0.5 * n2 + 0.25 * z[k] * z[k];
             assert!((sc[2] - want).abs() < 1e-4 * n2.max(1.0), "{} vs {want}", sc[2]);
         }
