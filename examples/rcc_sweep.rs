@@ -9,7 +9,8 @@
 //! Each setting is B:M (at most 2^19 candidates per chunk), B:M:MAX_LOG2 (12:3:17 is the
 //! default stream) B:M:MAX_LOG2:SKIP (steps below SKIP bits are skipped; default 0.25) or
 //! B:M:MAX_LOG2:SKIP:TILT (the encoder's target tilt, default 1.2) or B:M:MAX_LOG2:SKIP:TILT:E
-//! (E = 1 exact per-dimension quadratic scoring of a learned variance, the default; 0 the chunk mean, `RccParams::exact_quadratic`). DATA: a CIFAR-10 folder (test split) or an image folder; N images; e.g.
+//! (E = 1 exact per-dimension quadratic scoring of a learned variance, the default; 0 the chunk mean, `RccParams::exact_quadratic`)
+//! or B:M:MAX_LOG2:SKIP:TILT:E:D (D: the deferral target `RccParams::defer_bits`; default by K). DATA: a CIFAR-10 folder (test split) or an image folder; N images; e.g.
 //!   rcc_sweep ../shared/data/cifar10 50 50 optimal "6:6,10:3,14:2,16:2" /work/runs/calib/model
 
 use ddpm_codec::codec::{self, CodecParams};
@@ -43,8 +44,12 @@ fn main() -> ddpm_codec::Result<()> {
         let tilt = f.get(4).map_or(RccParams::default().tilt, |v| v.parse().unwrap());
         // the default stream scores exactly (sessions 7–8 ran "12:3:17" with the chunk mean: a 6th field was needed)
         let exact_quadratic = f.get(5).map_or(RccParams::default().exact_quadratic, |v| *v == "1");
+        let defer_bits: Option<f64> = f.get(6).map(|v| v.parse().unwrap());
         let mut p = CodecParams::new(steps, "dense", a[4].parse()?)?;
-        p.rcc = RccParams { chunk_bits: b.parse().unwrap(), margin_bits: m.parse().unwrap(), max_log2_candidates: max_l, skip_below_bits: skip, tilt, exact_quadratic, ..RccParams::default() };
+        p.rcc = RccParams { chunk_bits: b.parse().unwrap(), margin_bits: m.parse().unwrap(), max_log2_candidates: max_l, skip_below_bits: skip, tilt, exact_quadratic, ..p.rcc.clone() };
+        if let Some(d) = defer_bits {
+            p.rcc.defer_bits = d;
+        }
         let (mut file_bits, mut ideal, mut chain_bits, mut chain_kl, mut head, mut dims) = (0.0, 0.0, 0.0, 0.0, 0usize, 0usize);
         let (mut chunks, mut over) = (0usize, 0usize);
         let (mut index_bits, mut info_bits, mut skipped) = (0.0f64, 0.0f64, 0usize);

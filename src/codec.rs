@@ -78,7 +78,8 @@ impl CodecParams {
     /// Default parameters with K steps of the given spacing ("dense" or "even").
     pub fn new(steps: usize, spacing: &str, variance: Variance) -> Result<Self> {
         let schedule = make_schedule(1000, steps, spacing)?;
-        Ok(Self { schedule, variance, rcc: RccParams::default(), seed: 0, lossless: true, batch_tiles: 64 })
+        let rcc = RccParams { defer_bits: rcc::default_defer_bits(steps), ..RccParams::default() };
+        Ok(Self { schedule, variance, rcc, seed: 0, lossless: true, batch_tiles: 64 })
     }
 }
 
@@ -239,6 +240,121 @@ pub fn step_outputs_tiles(model: &dyn Denoiser, diff: &Diffusion, x: &[f32], til
     Ok((eps, Some(sd)))
 }
 
+/// The network's outputs at chain step i for all tiles, in fixed batches of `batch` tiles: ε,
+/// and for a learned variance the raw v (p_θ's std then depends on the transition,
+/// [`Transition`]).
+fn raw_outputs_tiles(model: &dyn Denoiser, diff: &Diffusion, x: &[f32], tiles: usize, batch: usize, i: usize) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+    let t = diff.schedule.model_t(i);
+    if !diff.is_learned() {
+        return Ok((eps_tiles(model, x, tiles, batch, t)?, None));
+    }
+    if !model.learns_sigma() {
+        return Err(Error::Parameter("variance learned needs a learned-variance model (learn_sigma)".into()));
+    }
+    let d = 3 * TILE * TILE;
+    let (mut eps, mut v) = (Vec::with_capacity(x.len()), Vec::with_capacity(x.len()));
+    for start in (0..tiles).step_by(batch.max(1)) {
+        let n = batch.min(tiles - start);
+        let out = model.predict(&x[start * d..(start + n) * d], n, t)?;
+        if out.len() != 2 * n * d || out.iter().any(|v| !v.is_finite()) {
+            return Err(Error::Model("the network returned a wrong-sized or non-finite output".into()));
+        }
+        for j in 0..n {
+            eps.extend_from_slice(&out[2 * j * d..(2 * j + 1) * d]);
+            v.extend_from_slice(&out[(2 * j + 1) * d..(2 * j + 2) * d]);
+        }
+    }
+    Ok((eps, Some(v)))
+}
+
+/// The coded transitions of a chain (format/SPEC.md § 8, "Deferred steps"), the same on both
+/// sides. With a deferral target D = 0 every chain step is coded and its side information is a
+/// delta to the previous step's. Else, from the state at chain index `ia`, the next coded
+/// transition goes to the first index j < ia with E·(SNR(τ_j) − SNR(τ_ia)) ≥ D (or to index 0),
+/// where E = max(KLhat, KLhat(1)) / ΔSNR of the last coded transition (bits per unit of SNR:
+/// a step's KL is ½ ΔSNR ‖x_0 − x̂_0‖² nats when p_θ's variance is q's), and its side
+/// information is a delta to the planned q̂ (the largest q with KLhat(q) ≤ E·ΔSNR). The first
+/// transition is the chain's first step. The steps in between are deferred: empty packets.
+struct Planner {
+    defer_bits: f64,
+    /// E of the last coded transition (None before the first).
+    rate: Option<f64>,
+}
+
+impl Planner {
+    fn new(defer_bits: f64) -> Self {
+        Planner { defer_bits, rate: None }
+    }
+
+    fn snr(s: &Schedule, i: usize) -> f64 {
+        let a = s.alpha_bar_at(s.model_t(i));
+        a / (1.0 - a)
+    }
+
+    fn delta_snr(s: &Schedule, ia: usize, j: usize) -> f64 {
+        Self::snr(s, j) - Self::snr(s, ia)
+    }
+
+    /// The chain index the transition from index `ia` (≥ 1) goes to.
+    fn target(&self, s: &Schedule, ia: usize) -> usize {
+        match self.rate {
+            Some(e) if self.defer_bits > 0.0 => (0..ia).rev().find(|&j| e * Self::delta_snr(s, ia, j) >= self.defer_bits).unwrap_or(0),
+            _ => ia - 1,
+        }
+    }
+
+    /// The reference the transition's side information is coded against.
+    fn q_ref(&self, s: &Schedule, ia: usize, j: usize, prev_q: u32) -> u32 {
+        match self.rate {
+            Some(e) if self.defer_bits > 0.0 => {
+                let kl = e * Self::delta_snr(s, ia, j);
+                (1..=crate::entropy::Q_MAX).take_while(|&q| crate::entropy::kl_hat_bits(q) <= kl).last().unwrap_or(0)
+            }
+            _ => prev_q,
+        }
+    }
+
+    /// Records the coded transition `ia → j` with side information `q`.
+    fn update(&mut self, s: &Schedule, ia: usize, j: usize, q: u32) {
+        if self.defer_bits > 0.0 {
+            let kl = crate::entropy::kl_hat_bits(q).max(crate::entropy::kl_hat_bits(1));
+            self.rate = Some(kl / Self::delta_snr(s, ia, j));
+        }
+    }
+}
+
+/// The chain's transition from index `ia` to `j` < `ia`: the chain's own step `ia` when
+/// `j = ia − 1`, else step 1 of the respaced chain (τ_j, τ_ia[, T]) — the same network output
+/// at τ_ia, the posterior and p_θ of the merged step.
+struct Transition {
+    diff: Option<Diffusion>,
+    index: usize,
+}
+
+impl Transition {
+    fn new(diff: &Diffusion, model: &Model, ia: usize, j: usize) -> Result<Self> {
+        if j + 1 == ia {
+            return Ok(Transition { diff: None, index: ia });
+        }
+        let s = &diff.schedule;
+        let mut taus = vec![s.model_t(j), s.model_t(ia)];
+        if s.model_t(ia) < s.t_max() {
+            taus.push(s.t_max());
+        }
+        let sub = Diffusion::with_tables(Schedule::respaced(s.t_max(), taus)?, diff.variance, model.variance_tables())?;
+        Ok(Transition { diff: Some(sub), index: 1 })
+    }
+
+    fn diff<'a>(&'a self, chain: &'a Diffusion) -> &'a Diffusion {
+        self.diff.as_ref().unwrap_or(chain)
+    }
+
+    /// p_θ's std per dimension for a learned variance (from the raw v).
+    fn learned_std(&self, chain: &Diffusion, v: &Option<Vec<f32>>) -> Option<Vec<f32>> {
+        v.as_ref().map(|v| crate::schedule::learned_sigma(&self.diff(chain).schedule, self.index, v))
+    }
+}
+
 /// p_θ's std at chain step i: per dimension for a learned variance, else the step's.
 fn step_std<'a>(diff: &Diffusion, i: usize, sd: &'a Option<Vec<f32>>) -> StepStd<'a> {
     match sd {
@@ -276,8 +392,9 @@ pub fn encode(
     p.rcc.validate()?;
     VarianceCode::try_from(p.variance)?; // a kind the stream can name, before any work
     check_learned(p.variance, model, Error::Parameter)?;
-    if p.rcc.chunk_bits * 256.0 != (p.rcc.chunk_bits * 256.0).round() || p.rcc.skip_below_bits * 256.0 != (p.rcc.skip_below_bits * 256.0).round() {
-        return Err(Error::Parameter("chunk_bits and skip_below_bits must be multiples of 1/256".into()));
+    let on_grid = |v: f64| v * 256.0 == (v * 256.0).round();
+    if !on_grid(p.rcc.chunk_bits) || !on_grid(p.rcc.skip_below_bits) || !on_grid(p.rcc.defer_bits) {
+        return Err(Error::Parameter("chunk_bits, skip_below_bits and defer_bits must be multiples of 1/256".into()));
     }
     let grid = TileGrid::new(img.width as usize, img.height as usize, TILE);
     let grey = img.channels == 1;
@@ -295,24 +412,56 @@ pub fn encode(
     let mut cum_ideal = 0.0;
     let mut step_stats: Vec<StepStats> = Vec::new();
     let total_calls = k;
-    for (m, i) in (1..k).rev().enumerate() {
-        let (eps, sd) = step_outputs_tiles(model, &diff, &x, tiles, batch, i)?;
-        let x0_hat = diff.predict_x0(&x, &eps, i);
+    let mut planner = Planner::new(p.rcc.defer_bits);
+    let (mut ia, mut m) = (k - 1, 0usize);
+    while ia >= 1 {
+        let (eps, v) = raw_outputs_tiles(model, &diff, &x, tiles, batch, ia)?;
+        let x0_hat = diff.predict_x0(&x, &eps, ia);
+        let j = planner.target(&diff.schedule, ia);
+        // deferred steps: empty packets (the decoder still holds x at τ_ia after them)
+        for jj in (j + 1..ia).rev() {
+            if let Some(obs) = observer.as_deref_mut() {
+                obs(m, &x0_hat)?;
+            }
+            w.begin_step();
+            packets.push(PacketReport {
+                packet: m,
+                t_before: diff.schedule.model_t(jj + 1),
+                t_after: diff.schedule.model_t(jj),
+                ideal_bits: 0.0,
+                cum_ideal_bits: cum_ideal,
+                cum_words: 0,
+                chunks: 0,
+                over_budget_chunks: 0,
+                index_bits: 0.0,
+                step_info_bits: 0.0,
+                faith: rcc::Faithfulness::default(),
+            });
+            step_stats.push(StepStats { skipped: true, ..Default::default() });
+            m += 1;
+            progress(m, total_calls);
+        }
         if let Some(obs) = observer.as_deref_mut() {
             obs(m, &x0_hat)?;
         }
-        let mu_p = diff.posterior_mean(&x0_hat, &x, i);
-        let mu_q = diff.posterior_mean(&x0, &x, i);
-        let sigma_p = step_std(&diff, i, &sd);
-        let sigma_q = diff.posterior_variance(i).sqrt() as f32;
+        let tr = Transition::new(&diff, model, ia, j)?;
+        let (dt, si) = (tr.diff(&diff), tr.index);
+        let sd = tr.learned_std(&diff, &v);
+        let mu_p = dt.posterior_mean(&x0_hat, &x, si);
+        let mu_q = dt.posterior_mean(&x0, &x, si);
+        let sigma_p = step_std(dt, si, &sd);
+        let sigma_q = dt.posterior_variance(si).sqrt() as f32;
         w.begin_step();
-        let key = StepKey { seed: p.seed, step: i as u32 };
-        let (x_new, stats) = rcc::encode_step(key, &p.rcc, &mu_p, sigma_p, &mu_q, sigma_q, &mut prev_q, &mut w)?;
+        let key = StepKey { seed: p.seed, step: ia as u32 };
+        let mut q_ref = planner.q_ref(&diff.schedule, ia, j, prev_q);
+        let (x_new, stats) = rcc::encode_step(key, &p.rcc, &mu_p, sigma_p, &mu_q, sigma_q, &mut q_ref, &mut w)?;
+        prev_q = stats.q;
+        planner.update(&diff.schedule, ia, j, stats.q);
         cum_ideal += stats.kl_bits;
         packets.push(PacketReport {
             packet: m,
-            t_before: diff.schedule.model_t(i),
-            t_after: diff.schedule.model_t(i - 1),
+            t_before: diff.schedule.model_t(j + 1),
+            t_after: diff.schedule.model_t(j),
             ideal_bits: stats.kl_bits,
             cum_ideal_bits: cum_ideal,
             cum_words: 0,
@@ -324,7 +473,9 @@ pub fn encode(
         });
         step_stats.push(stats);
         x = x_new;
-        progress(m + 1, total_calls);
+        ia = j;
+        m += 1;
+        progress(m, total_calls);
     }
     // Final step: x_{τ_1} → x_0.
     let (eps, sd) = step_outputs_tiles(model, &diff, &x, tiles, batch, 0)?;
@@ -375,6 +526,7 @@ pub fn encode(
             min_log2_candidates: p.rcc.min_log2_candidates as u8,
             max_log2_candidates: p.rcc.max_log2_candidates as u8,
             skip_below_q8: (p.rcc.skip_below_bits * 256.0).round() as u16,
+            defer_q8: (p.rcc.defer_bits * 256.0).round() as u16,
         },
         lossless: p.lossless,
         body_words: words.len() as u32,
@@ -471,6 +623,7 @@ pub fn params_of(h: &Header) -> Result<CodecParams> {
         min_log2_candidates: hp.min_log2_candidates as u32,
         max_log2_candidates: hp.max_log2_candidates as u32,
         skip_below_bits: h.skip_below_bits(),
+        defer_bits: h.defer_bits(),
         // encoder only; not in the stream
         ..RccParams::default()
     };
@@ -535,26 +688,41 @@ pub fn decode(
     let mut decoded = 0usize;
     let mut words_used = 0usize;
     let mut eps_now: Option<Vec<f32>> = None;
-    for m in 0..rcc_limit {
+    let mut planner = Planner::new(p.rcc.defer_bits);
+    // the chain index whose state x is
+    let mut ia = k - 1;
+    while ia >= 1 && decoded < rcc_limit {
         let Some(rd) = r.as_mut() else { break };
-        let i = k - 1 - m;
-        let sym = rcc::read_step(&p.rcc, dims, &mut prev_q, rd)?;
+        let j = planner.target(&diff.schedule, ia);
+        // deferred steps: empty packets, the state stays
+        let empty = (ia - j - 1).min(rcc_limit - decoded);
+        decoded += empty;
+        if decoded == rcc_limit {
+            break;
+        }
+        let mut q_ref = planner.q_ref(&diff.schedule, ia, j, prev_q);
+        let sym = rcc::read_step(&p.rcc, dims, &mut q_ref, rd)?;
         if rd.starved() {
             break;
         }
-        let (eps, sd) = step_outputs_tiles(model, &diff, &x, tiles, batch, i)?;
-        let x0_hat = diff.predict_x0(&x, &eps, i);
-        let mu_p = diff.posterior_mean(&x0_hat, &x, i);
-        let sigma_p = step_std(&diff, i, &sd);
-        x = rcc::place_step(StepKey { seed: p.seed, step: i as u32 }, &p.rcc, &mu_p, sigma_p, &sym)?;
+        let (eps, v) = raw_outputs_tiles(model, &diff, &x, tiles, batch, ia)?;
+        let x0_hat = diff.predict_x0(&x, &eps, ia);
+        let tr = Transition::new(&diff, model, ia, j)?;
+        let (dt, si) = (tr.diff(&diff), tr.index);
+        let sd = tr.learned_std(&diff, &v);
+        let mu_p = dt.posterior_mean(&x0_hat, &x, si);
+        x = rcc::place_step(StepKey { seed: p.seed, step: ia as u32 }, &p.rcc, &mu_p, step_std(dt, si, &sd), &sym)?;
+        prev_q = sym.q;
+        planner.update(&diff.schedule, ia, j, sym.q);
+        ia = j;
         decoded += 1;
         words_used = rd.words_consumed();
-        progress(m + 1, rcc_limit + 1);
+        progress(decoded, rcc_limit + 1);
     }
     // The chain index whose input state x now is.
-    let i_now = k - 1 - decoded;
+    let i_now = ia;
     let mut samples_rgb_tiles: Option<Vec<u8>> = None;
-    if p.lossless && decoded == k - 1 && limit == total {
+    if p.lossless && ia == 0 && decoded == k - 1 && limit == total {
         let (eps, sd) = step_outputs_tiles(model, &diff, &x, tiles, batch, 0)?;
         if let Some(rd) = r.as_mut() {
             let idx = coded_pixels(&grid, grey);

@@ -1,4 +1,4 @@
-//! Container format tests: format/SPEC.md (version 5) against src/bitstream, the test vectors
+//! Container format tests: format/SPEC.md (version 6) against src/bitstream, the test vectors
 //! in format/vectors/, truncation, corruption and hostile input.
 
 use std::path::PathBuf;
@@ -35,6 +35,7 @@ fn valid_header() -> Header {
             min_log2_candidates: 8,
             max_log2_candidates: 16,
             skip_below_q8: 64,
+            defer_q8: 6144,
         },
         lossless: true,
         body_words: 5,
@@ -54,7 +55,7 @@ fn vectors_match_readme_hashes() {
         assert_eq!(b.len().to_string(), cells[3], "{name}");
         n += 1;
     }
-    assert_eq!(n, 9);
+    assert_eq!(n, 10);
 }
 
 #[test]
@@ -62,7 +63,7 @@ fn vector_valid_is_what_the_writer_writes() {
     let b = vector("valid.ddpc");
     let s = read(&b).unwrap();
     assert_eq!(s.header, valid_header());
-    assert_eq!((s.words.as_slice(), s.truncated, s.header_len), (&WORDS[..], false, 45));
+    assert_eq!((s.words.as_slice(), s.truncated, s.header_len), (&WORDS[..], false, 47));
     assert_eq!(write_stream(&valid_header(), &WORDS).unwrap(), b);
     let lossy = Header { lossless: false, ..valid_header() };
     let b = vector("valid_lossy.ddpc");
@@ -76,7 +77,7 @@ fn vector_default_parameters_make_a_small_header() {
     let b = vector("valid_default.ddpc");
     let s = read(&b).unwrap();
     let h = &s.header;
-    assert_eq!((h.width, h.height, h.num_steps(), h.params), (32, 32, 50, Params::default()));
+    assert_eq!((h.width, h.height, h.num_steps(), h.params), (32, 32, 50, Params::default_for(50)));
     assert_eq!(h.schedule_kind(), ScheduleKind::Quadratic);
     assert_eq!((h.variance, h.model_id, h.check), (VarianceCode::Optimal, [0xAB, 0xCD, 0xEF, 0x01], 0x1234_5678));
     assert_eq!(s.header_len, 22);
@@ -93,7 +94,7 @@ fn vector_truncated_and_corrupt() {
     assert!(matches!(read(&vector("corrupt_header.ddpc")), Err(Error::Checksum(_))));
     let cb = vector("corrupt_body.ddpc");
     assert!(matches!(read(&cb), Err(Error::Checksum(_))));
-    for cut in 45..cb.len() {
+    for cut in 47..cb.len() {
         assert!(read(&cb[..cut]).unwrap().truncated);
     }
     let e = read(&vector("version2.ddpc")).unwrap_err();
@@ -101,13 +102,15 @@ fn vector_truncated_and_corrupt() {
     let e = read(&vector("version3.ddpc")).unwrap_err();
     assert!(matches!(e, Error::Format(_)) && e.to_string().contains("version 3"), "{e}");
     let e = read(&vector("version4.ddpc")).unwrap_err();
-    assert!(matches!(e, Error::Format(_)) && e.to_string().contains("format version 4 is not supported (this build reads version 5)"), "{e}");
-    // version4.ddpc is valid_default.ddpc with version byte 4 (and its header CRC)
-    let mut v5 = vector("version4.ddpc");
-    v5[4] = 5;
-    let crc = crc32fast::hash(&v5[..18]);
-    v5[18..22].copy_from_slice(&crc.to_le_bytes());
-    assert_eq!(v5, vector("valid_default.ddpc"));
+    assert!(matches!(e, Error::Format(_)) && e.to_string().contains("format version 4 is not supported (this build reads version 6)"), "{e}");
+    let e = read(&vector("version5.ddpc")).unwrap_err();
+    assert!(matches!(e, Error::Format(_)) && e.to_string().contains("format version 5 is not supported (this build reads version 6)"), "{e}");
+    // version5.ddpc is valid_default.ddpc with version byte 5 (and its header CRC)
+    let mut v6 = vector("version5.ddpc");
+    v6[4] = 6;
+    let crc = crc32fast::hash(&v6[..18]);
+    v6[18..22].copy_from_slice(&crc.to_le_bytes());
+    assert_eq!(v6, vector("valid_default.ddpc"));
 }
 
 #[test]
@@ -115,8 +118,8 @@ fn every_cut_is_a_prefix_or_a_truncated_header() {
     let b = vector("valid.ddpc");
     for cut in 0..b.len() {
         match read(&b[..cut]) {
-            Ok(s) => assert!(cut >= 45 && s.truncated && s.words == WORDS[..(cut - 45) / 4]),
-            Err(e) => assert!(cut < 45 && e.to_string().contains("truncated header"), "cut {cut}: {e}"),
+            Ok(s) => assert!(cut >= 47 && s.truncated && s.words == WORDS[..(cut - 47) / 4]),
+            Err(e) => assert!(cut < 47 && e.to_string().contains("truncated header"), "cut {cut}: {e}"),
         }
     }
 }

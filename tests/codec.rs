@@ -193,9 +193,9 @@ fn old_format_versions_get_a_version_error() {
     v2.extend_from_slice(&[0u8; 100]);
     let err = codec::decode(&tiny(), &v2, &DecodeOptions::default(), &mut no_progress()).unwrap_err();
     assert!(matches!(err, Error::Format(_)) && err.to_string().contains("version 2"), "{err}");
-    // version-3 and -4 streams (same container, other body semantics) are refused, not misread
+    // version-3, -4 and -5 streams (same container, other body semantics) are refused, not misread
     let (mut v3, _) = codec::encode(&tiny(), &image(8, 8, 3), &params(3), &mut no_progress(), None).unwrap();
-    for v in [3u8, 4] {
+    for v in [3u8, 4, 5] {
         v3[4] = v;
         let err = codec::decode(&tiny(), &v3, &DecodeOptions::default(), &mut no_progress()).unwrap_err();
         assert!(matches!(err, Error::Format(_)) && err.to_string().contains(&format!("version {v}")), "{err}");
@@ -290,6 +290,53 @@ fn nll_and_the_codec_agree_on_the_ideal_length() {
         let dc = ddpm_codec::diffusion::Diffusion::with_tables(p.schedule.clone(), p.variance, m.variance_tables()).unwrap();
         assert!((0..k).all(|i| dn.sigma2(i) == dc.sigma2(i)));
     }
+}
+
+/// Deferred steps (format 6, `RccParams::defer_bits` > 0): transitions that span several chain
+/// steps, empty packets between them. Lossless round trips, the stream does not depend on the
+/// thread count, and every packet prefix (also one that ends inside a run of empty packets)
+/// decodes to what the encoder showed there.
+#[test]
+fn deferred_steps_round_trip_and_every_prefix_is_the_encoders_view() {
+    let sigma = tiny_sigma();
+    let img = image(40, 20, 3);
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let mut deferred_seen = false;
+    for (variance, defer_bits) in [(Variance::Learned, 120.0), (Variance::Small, 250.0)] {
+        let mut p = params(12);
+        p.variance = variance;
+        p.rcc.defer_bits = defer_bits;
+        let model = &sigma;
+        let mut seen: Vec<Vec<u8>> = Vec::new();
+        let mut obs = |_: usize, x0: &[f32]| {
+            seen.push(codec::to_u8(x0));
+            Ok(())
+        };
+        let (bytes, rep) = one.install(|| codec::encode(model, &img, &p, &mut no_progress(), Some(&mut obs))).unwrap();
+        let (bytes2, _) = two.install(|| codec::encode(model, &img, &p, &mut no_progress(), None)).unwrap();
+        assert_eq!(bytes, bytes2, "the stream depends on the thread count");
+        let empty = rep.packets.iter().filter(|k| k.t_after > 0 && k.ideal_bits == 0.0).count();
+        deferred_seen |= empty > 0;
+        let (out, d) = two.install(|| codec::decode(model, &bytes, &DecodeOptions::default(), &mut no_progress())).unwrap();
+        assert!(d.lossless);
+        assert_eq!(out, img, "{variance:?}");
+        let grid = ddpm_codec::tiling::TileGrid::new(40, 20, 32);
+        for (k, want) in seen.iter().enumerate() {
+            let opts = DecodeOptions { max_packets: Some(k), ..Default::default() };
+            let (out, dk) = codec::decode(model, &bytes, &opts, &mut no_progress()).unwrap();
+            assert_eq!(dk.packets_decoded, k);
+            assert_eq!(dk.bytes_used, rep.prefix_bytes(k));
+            assert_eq!(out.data, grid.from_tiles(want), "{variance:?} prefix {k}");
+        }
+        // without deferral the same image is another stream
+        p.rcc.defer_bits = 0.0;
+        let (plain, _) = codec::encode(model, &img, &p, &mut no_progress(), None).unwrap();
+        if empty > 0 {
+            assert_ne!(plain, bytes);
+        }
+    }
+    assert!(deferred_seen, "no setting deferred a step");
 }
 
 fn tiny_sigma() -> Model {

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the test vectors of format/vectors/ straight from format/SPEC.md (version 5).
+"""Writes the test vectors of format/vectors/ straight from format/SPEC.md (version 6).
 
 Independent of the Rust code on purpose: if the reader and this script disagree, one of them
 departs from the spec. Standard library only. Run from any directory:
@@ -12,7 +12,7 @@ import struct
 import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-VERSION = 5
+VERSION = 6
 
 
 def crc(b: bytes) -> int:
@@ -41,6 +41,7 @@ def stream(*, lossless, channels, kind, variance, width, height, k, model_id, pa
         h += varint(params["chunk_bits_q8"])
         h += bytes([params["margin_bits"], params["min_log2"], params["max_log2"]])
         h += varint(params["skip_below_q8"])
+        h += varint(params["defer_q8"])
     if kind == 0:
         prev = 0
         for t in taus:
@@ -61,7 +62,8 @@ def write(name, data):
 
 
 PARAMS = dict(t_max=1000, batch_tiles=16, seed=0x0123456789ABCDEF, chunk_bits_q8=2048,
-              margin_bits=6, min_log2=8, max_log2=16, skip_below_q8=64)
+              margin_bits=6, min_log2=8, max_log2=16, skip_below_q8=64,
+              defer_q8=6144)
 WORDS = [0xDEADBEEF, 0x00000001, 0x12345678, 0xCAFEBABE, 0x00000000]
 IMAGE_CRC = crc(bytes(range(18)))  # a 3 x 2 RGB image with samples 0..17
 
@@ -90,10 +92,10 @@ h, body = stream(lossless=1, channels=1, kind=2, variance=2, width=32, height=32
 print(f"valid_default.ddpc header {len(h)} bytes")
 write("valid_default.ddpc", h + body)
 
-# complete version-4 and version-3 files (the container of version 5 with version byte 4 or 3):
-# refused by version
+# complete version-5, -4 and -3 files (the container of version 6 with version byte 5, 4 or 3;
+# at K = 50 with default parameters their headers are the same bytes): refused by version
 old = VERSION
-for VERSION in (4, 3):
+for VERSION in (5, 4, 3):
     h, body = stream(lossless=1, channels=1, kind=2, variance=2, width=32, height=32, k=50,
                      model_id=[0xAB, 0xCD, 0xEF, 0x01], words=words, check=0x12345678)
     write(f"version{VERSION}.ddpc", h + body)

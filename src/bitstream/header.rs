@@ -12,7 +12,7 @@ pub const TILE_SIZE: u16 = 32;
 /// File magic.
 pub const MAGIC: [u8; 4] = *b"DDPC";
 /// Format version written and read.
-pub const VERSION: u8 = 5;
+pub const VERSION: u8 = 6;
 /// Largest t_max (structural).
 pub const MAX_T_MAX: u32 = 10_000;
 /// Largest batch_tiles (structural).
@@ -248,11 +248,21 @@ pub struct Params {
     pub max_log2_candidates: u8,
     /// KL threshold (bits × 256) below which a step sends no chunk.
     pub skip_below_q8: u16,
+    /// Deferral target D (bits × 256; 0 = every chain step coded): SPEC § 8, "Deferred steps".
+    pub defer_q8: u16,
+}
+
+impl Params {
+    /// The defaults a header of a K-step chain without flags bit 3 means: [`Params::default`]
+    /// with the deferral target [`crate::rcc::default_defer_bits`]`(K)`.
+    pub fn default_for(steps: usize) -> Self {
+        Params { defer_q8: (crate::rcc::default_defer_bits(steps) * 256.0).round() as u16, ..Params::default() }
+    }
 }
 
 impl Default for Params {
-    /// The defaults a header without flags bit 3 means: t_max 1000, batch 64, seed 0 and
-    /// `rcc::RccParams::default()`.
+    /// t_max 1000, batch 64, seed 0, `rcc::RccParams::default()` and no deferral (the
+    /// defaults of a header without flags bit 3 are [`Params::default_for`] its K).
     fn default() -> Self {
         let r = crate::rcc::RccParams::default();
         Params {
@@ -264,6 +274,7 @@ impl Default for Params {
             min_log2_candidates: r.min_log2_candidates as u8,
             max_log2_candidates: r.max_log2_candidates as u8,
             skip_below_q8: (r.skip_below_bits * 256.0).round() as u16,
+            defer_q8: 0,
         }
     }
 }
@@ -410,6 +421,11 @@ impl Header {
         f64::from(self.params.skip_below_q8) / 256.0
     }
 
+    /// The deferral target D in bits.
+    pub fn defer_bits(&self) -> f64 {
+        f64::from(self.params.defer_q8) / 256.0
+    }
+
     /// width × height.
     pub fn pixel_count(&self) -> u64 {
         u64::from(self.width) * u64::from(self.height)
@@ -519,7 +535,7 @@ impl Header {
     pub fn encode(&self) -> Result<Vec<u8>> {
         self.validate(&Limits::default()).map_err(|e| Error::Parameter(format!("invalid header: {e}")))?;
         let kind = self.schedule_kind();
-        let custom = self.params != Params::default();
+        let custom = self.params != Params::default_for(self.taus.len());
         let mut b = Vec::with_capacity(32);
         b.extend_from_slice(&MAGIC);
         b.push(VERSION);
@@ -541,6 +557,7 @@ impl Header {
             put_varint(&mut b, u64::from(p.chunk_bits_q8));
             b.extend_from_slice(&[p.margin_bits, p.min_log2_candidates, p.max_log2_candidates]);
             put_varint(&mut b, u64::from(p.skip_below_q8));
+            put_varint(&mut b, u64::from(p.defer_q8));
         }
         if kind == ScheduleKind::Explicit {
             let mut prev = 0u16;
@@ -604,13 +621,14 @@ impl Header {
             let min_log2_candidates = r.u8("min_log2_candidates")?;
             let max_log2_candidates = r.u8("max_log2_candidates")?;
             let skip_below_q8 = r.varint("skip_below_q8", 16)? as u16;
-            let p = Params { t_max, batch_tiles, seed, chunk_bits_q8, margin_bits, min_log2_candidates, max_log2_candidates, skip_below_q8 };
-            if p == Params::default() {
+            let defer_q8 = r.varint("defer_q8", 16)? as u16;
+            let p = Params { t_max, batch_tiles, seed, chunk_bits_q8, margin_bits, min_log2_candidates, max_log2_candidates, skip_below_q8, defer_q8 };
+            if p == Params::default_for(k as usize) {
                 return Err(format_err("flags bit 3 set but every parameter has its default (not canonical)"));
             }
             p
         } else {
-            Params::default()
+            Params::default_for(k as usize)
         };
         if params.t_max == 0 || u32::from(params.t_max) > MAX_T_MAX {
             return Err(format_err(format!("t_max {} not in 1..={MAX_T_MAX}", params.t_max)));
@@ -728,7 +746,7 @@ mod tests {
         assert_eq!(b.len(), 23, "{b:?}");
         let (g, n) = Header::read(&b, &Limits::default()).unwrap();
         assert_eq!((g, n), (h.clone(), b.len()));
-        let h1000 = Header { taus: (1..=1000).collect(), ..h };
+        let h1000 = Header { taus: (1..=1000).collect(), params: Params::default_for(1000), ..h };
         assert_eq!(h1000.encode().unwrap().len(), 24);
     }
 
@@ -772,8 +790,8 @@ mod tests {
 
     #[test]
     fn old_versions_are_named() {
-        assert_eq!(VERSION, 5);
-        for v in 1..=4u8 {
+        assert_eq!(VERSION, 6);
+        for v in 1..=5u8 {
             let mut b = sample().encode().unwrap();
             b[4] = v;
             let e = Header::read(&b, &Limits::default()).unwrap_err().to_string();

@@ -43,6 +43,7 @@ impl CodeArgs {
             margin_bits: rcc.margin_bits,
             skip_below_bits: rcc.skip_below_bits,
             tilt: rcc.tilt,
+            defer_bits: rcc.defer_bits.unwrap_or(p.rcc.defer_bits),
             ..RccParams::default()
         };
         p.rcc.validate()?;

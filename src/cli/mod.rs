@@ -63,6 +63,10 @@ pub struct RccArgs {
     /// p_θ of a finite candidate set (1 = plain PFR; not stored, any value decodes).
     #[arg(long, default_value_t = ddpm_codec::rcc::RccParams::default().tilt)]
     pub tilt: f64,
+    /// Deferral target D in bits: chain steps are merged until the planned KL of a coded
+    /// transition reaches D (0 = code every step). Default: 0 up to K = 50 steps, 24 above.
+    #[arg(long)]
+    pub defer_bits: Option<f64>,
     /// Shared seed of the stream.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

@@ -50,6 +50,29 @@ pub struct RccParams {
     /// every dimension's own quadratic coefficient a_d (a second GEMM against the squared pool
     /// values) instead of its chunk's mean.
     pub exact_quadratic: bool,
+    /// Deferral target D in bits (in the stream, format 6; 0 = every chain step coded): a
+    /// chain step is coded from the last coded state to the first later time at which the
+    /// planned KL reaches D, the steps between are deferred (format/SPEC.md § 8, "Deferred
+    /// steps"). Default: [`default_defer_bits`] of the chain's K.
+    pub defer_bits: f64,
+}
+
+/// Longest chain (K) that codes every step by default. Measured on the first 20 CIFAR-10 test
+/// images (bench/rcc/README.md, session 10): deferral costs 0.01–0.02 bits/dim at K = 50 and
+/// gains 0.04 at K = 100, 0.07 at K = 200 and 0.25 at K = 1000.
+pub const DEFER_MAX_PLAIN_STEPS: usize = 50;
+/// The default deferral target of longer chains (bits).
+pub const DEFAULT_DEFER_BITS: f64 = 24.0;
+
+/// The deferral target a K-step chain uses unless told otherwise: 0 (none) up to
+/// [`DEFER_MAX_PLAIN_STEPS`], else [`DEFAULT_DEFER_BITS`]. Part of the format: a header without
+/// parameters means these.
+pub fn default_defer_bits(steps: usize) -> f64 {
+    if steps <= DEFER_MAX_PLAIN_STEPS {
+        0.0
+    } else {
+        DEFAULT_DEFER_BITS
+    }
 }
 
 impl Default for RccParams {
@@ -65,6 +88,7 @@ impl Default for RccParams {
             // measured on the first 20 test images, K = 50, learned variance (bench/rcc/README.md):
             // 4.976 against the chunk mean's 4.995 bits/dim, encode 1.15× the CPU time
             exact_quadratic: true,
+            defer_bits: 0.0,
         }
     }
 }
@@ -91,6 +115,9 @@ impl RccParams {
         }
         if !(self.skip_below_bits.is_finite() && self.skip_below_bits >= 0.0) {
             return bad(format!("skip_below_bits {} invalid", self.skip_below_bits));
+        }
+        if !(self.defer_bits.is_finite() && (0.0..=255.0).contains(&self.defer_bits)) {
+            return bad(format!("defer_bits {} not in [0, 255]", self.defer_bits));
         }
         if !(self.tilt.is_finite() && (0.5..=4.0).contains(&self.tilt)) {
             return bad(format!("tilt {} not in [0.5, 4]", self.tilt));
