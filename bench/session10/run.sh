@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Session 10's measurements (format 6: deferred steps). Run from the repository root after
+# `cargo build --release --bins --examples`; DATA is the CIFAR-10 folder (test split).
+set -euo pipefail
+DATA=${DATA:-../shared/data/cifar10}
+B=./target/release/ddpm-codec
+S=./target/release/examples/rcc_sweep
+mkdir -p bench/lossless_500_k1000_session10 bench/rcc/session10
+# K = 1000 lossless on the first 500, classical codecs in the same run, bit-exact round trips
+$B -q --threads 1 bench-lossless "$DATA" --limit 500 --steps 1000 --json bench/lossless_500_k1000_session10/lossless.json > bench/lossless_500_k1000_session10/table.txt
+# the deferral sweep (first 20, learned variance; the 7th field is D, default by K)
+for K in 50 100 200 1000; do
+  $S "$DATA" 20 $K learned "12:3:17:0.25:1.2:1" > bench/rcc/session10/default_20img_k${K}.csv
+done
+$S "$DATA" 20 50 learned "12:3:17:0.25:1.2:1:16,12:3:17:0.25:1.2:1:24" > bench/rcc/session10/defer_20img_k50.csv
+$S "$DATA" 20 100 learned "12:3:17:0.25:1.2:1:0,12:3:17:0.25:1.2:1:16" > bench/rcc/session10/defer_20img_k100.csv
+$S "$DATA" 20 1000 learned "12:3:17:0.25:1.2:1:0,12:3:17:0.25:1.2:1:16,12:3:17:0.25:1.2:1:32" > bench/rcc/session10/defer_20img_k1000.csv
