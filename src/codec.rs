@@ -5,7 +5,9 @@
 //! x_{τ_{i+1}} to x_{τ_i}, the network called at model time τ_{i+1}), x_{τ_K} = x_T is drawn
 //! from N(0, I) with the shared seed; packets 0..K−2 carry the chain steps i = K−1 … 1 by
 //! reverse channel coding (PFR), and packet K−1 (if lossless) carries every pixel of x_0 with
-//! the discretized Gaussian p_θ(x_0 | x_{τ_1}). After m packets the decoder holds x_{τ_{K−m}}.
+//! the discretized Gaussian p_θ(x_0 | x_{τ_1}). After m packets the decoder holds x_{τ_{K−m}},
+//! or, with a deferral target (format 6, [`Planner`]), the last coded state before it: a coded
+//! transition may span several chain steps, whose other packets are empty.
 
 use crate::bitstream::{self, Channels, ColourMode, Header, Params, Stream, VarianceCode};
 use crate::diffusion::{Denoiser, Diffusion};

@@ -210,8 +210,8 @@ proptest::proptest! {
     #[test]
     fn resealed_mutations_never_panic(edits in proptest::collection::vec((0usize..4096, proptest::prelude::any::<u8>()), 1..8), lossy in proptest::prelude::any::<bool>()) {
         use std::sync::OnceLock;
-        static STREAMS: OnceLock<(Model, Model, Vec<u8>, Vec<u8>, Vec<u8>)> = OnceLock::new();
-        let (m, ms, lossless, lossy_b, learned) = STREAMS.get_or_init(|| {
+        static STREAMS: OnceLock<(Model, Model, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>)> = OnceLock::new();
+        let (m, ms, lossless, lossy_b, learned, deferred) = STREAMS.get_or_init(|| {
             let (m, ms) = (tiny(), tiny_sigma());
             let img = image(40, 20, 3);
             let (a, _) = codec::encode(&m, &img, &params(4), &mut no_progress(), None).unwrap();
@@ -221,10 +221,16 @@ proptest::proptest! {
             p.lossless = true;
             p.variance = Variance::Learned;
             let (c, _) = codec::encode(&ms, &img, &p, &mut no_progress(), None).unwrap();
-            (m, ms, a, b, c)
+            // deferred steps (format 6)
+            let mut pd = params(12);
+            pd.variance = Variance::Learned;
+            pd.rcc.defer_bits = 120.0;
+            let (d, _) = codec::encode(&ms, &img, &pd, &mut no_progress(), None).unwrap();
+            (m, ms, a, b, c, d)
         });
-        let mut b = match (lossy, edits[0].1 % 3) {
+        let mut b = match (lossy, edits[0].1 % 4) {
             (_, 0) => learned.clone(),
+            (_, 1) => deferred.clone(),
             (true, _) => lossy_b.clone(),
             (false, _) => lossless.clone(),
         };

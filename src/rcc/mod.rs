@@ -116,8 +116,9 @@ impl RccParams {
         if !(self.skip_below_bits.is_finite() && self.skip_below_bits >= 0.0) {
             return bad(format!("skip_below_bits {} invalid", self.skip_below_bits));
         }
-        if !(self.defer_bits.is_finite() && (0.0..=255.0).contains(&self.defer_bits)) {
-            return bad(format!("defer_bits {} not in [0, 255]", self.defer_bits));
+        // (the header's 16-bit defer_q8 reaches 255.996: every stream's value is valid)
+        if !(self.defer_bits.is_finite() && (0.0..256.0).contains(&self.defer_bits)) {
+            return bad(format!("defer_bits {} not in [0, 256)", self.defer_bits));
         }
         if !(self.tilt.is_finite() && (0.5..=4.0).contains(&self.tilt)) {
             return bad(format!("tilt {} not in [0.5, 4]", self.tilt));
