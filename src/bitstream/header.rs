@@ -697,7 +697,12 @@ impl Header {
             p.min_log2_candidates,
             p.max_log2_candidates,
             self.skip_below_bits(),
-            if *p == Params::default() { " (defaults)" } else { "" }
+            if *p == Params::default_for(self.taus.len()) { " (defaults)" } else { "" }
+        );
+        let _ = writeln!(
+            s,
+            "  deferral       : {}",
+            if p.defer_q8 == 0 { "none (every chain step coded)".to_string() } else { format!("D = {:.3} bits (near-empty steps deferred)", self.defer_bits()) }
         );
         let _ = writeln!(s, "  seed, batch    : {}, {} tiles per network call", p.seed, p.batch_tiles);
         let _ = writeln!(s, "  lossless       : {}", if self.lossless { "yes (pixel CRC-32 checked)" } else { "no" });
