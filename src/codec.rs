@@ -6,7 +6,7 @@
 //! from N(0, I) with the shared seed; packets 0..K−2 carry the chain steps i = K−1 … 1 by
 //! reverse channel coding (PFR), and packet K−1 (if lossless) carries every pixel of x_0 with
 //! the discretized Gaussian p_θ(x_0 | x_{τ_1}). After m packets the decoder holds x_{τ_{K−m}},
-//! or, with a deferral target (format 6, [`Planner`]), the last coded state before it: a coded
+//! or, with a deferral target (format 6, [`crate::plan`]), the last coded state before it: a coded
 //! transition may span several chain steps, whose other packets are empty.
 
 use crate::bitstream::{self, Channels, ColourMode, Header, Params, Stream, VarianceCode};
@@ -19,6 +19,7 @@ use crate::rcc::{self, RccParams, StepKey, StepStats};
 use crate::rng;
 use crate::schedule::{Schedule, StepStd, Variance};
 use crate::tiling::TileGrid;
+use crate::plan::{Planner, Transition};
 
 /// Default number of chain steps for `encode` (K, quadratic spacing). Chosen by measurement
 /// on 16 CIFAR-10 test images with the embedded model (bench/README.md, "Choosing the
@@ -119,6 +120,26 @@ pub struct PacketReport {
     pub step_info_bits: f64,
     /// Faithfulness sums of the coded sample (empty for skipped and final steps).
     pub faith: rcc::Faithfulness,
+}
+
+impl PacketReport {
+    /// A packet with no PFR chunks (a deferred step, or the lossless pixels), before its
+    /// word count is known.
+    fn without_chunks(packet: usize, t_before: usize, t_after: usize, ideal_bits: f64, cum_ideal_bits: f64) -> Self {
+        PacketReport {
+            packet,
+            t_before,
+            t_after,
+            ideal_bits,
+            cum_ideal_bits,
+            cum_words: 0,
+            chunks: 0,
+            over_budget_chunks: 0,
+            index_bits: 0.0,
+            step_info_bits: 0.0,
+            faith: rcc::Faithfulness::default(),
+        }
+    }
 }
 
 /// The encoder's account of a stream: ideal versus actual bits.
@@ -269,94 +290,6 @@ fn raw_outputs_tiles(model: &dyn Denoiser, diff: &Diffusion, x: &[f32], tiles: u
     Ok((eps, Some(v)))
 }
 
-/// The coded transitions of a chain (format/SPEC.md § 8, "Deferred steps"), the same on both
-/// sides. With a deferral target D = 0 every chain step is coded and its side information is a
-/// delta to the previous step's. Else, from the state at chain index `ia`, the next coded
-/// transition goes to the first index j < ia with E·(SNR(τ_j) − SNR(τ_ia)) ≥ D (or to index 0),
-/// where E = max(KLhat, KLhat(1)) / ΔSNR of the last coded transition (bits per unit of SNR:
-/// a step's KL is ½ ΔSNR ‖x_0 − x̂_0‖² nats when p_θ's variance is q's), and its side
-/// information is a delta to the planned q̂ (the largest q with KLhat(q) ≤ E·ΔSNR). The first
-/// transition is the chain's first step. The steps in between are deferred: empty packets.
-struct Planner {
-    defer_bits: f64,
-    /// E of the last coded transition (None before the first).
-    rate: Option<f64>,
-}
-
-impl Planner {
-    fn new(defer_bits: f64) -> Self {
-        Planner { defer_bits, rate: None }
-    }
-
-    fn snr(s: &Schedule, i: usize) -> f64 {
-        let a = s.alpha_bar_at(s.model_t(i));
-        a / (1.0 - a)
-    }
-
-    fn delta_snr(s: &Schedule, ia: usize, j: usize) -> f64 {
-        Self::snr(s, j) - Self::snr(s, ia)
-    }
-
-    /// The chain index the transition from index `ia` (≥ 1) goes to.
-    fn target(&self, s: &Schedule, ia: usize) -> usize {
-        match self.rate {
-            Some(e) if self.defer_bits > 0.0 => (0..ia).rev().find(|&j| e * Self::delta_snr(s, ia, j) >= self.defer_bits).unwrap_or(0),
-            _ => ia - 1,
-        }
-    }
-
-    /// The reference the transition's side information is coded against.
-    fn q_ref(&self, s: &Schedule, ia: usize, j: usize, prev_q: u32) -> u32 {
-        match self.rate {
-            Some(e) if self.defer_bits > 0.0 => {
-                let kl = e * Self::delta_snr(s, ia, j);
-                (1..=crate::entropy::Q_MAX).take_while(|&q| crate::entropy::kl_hat_bits(q) <= kl).last().unwrap_or(0)
-            }
-            _ => prev_q,
-        }
-    }
-
-    /// Records the coded transition `ia → j` with side information `q`.
-    fn update(&mut self, s: &Schedule, ia: usize, j: usize, q: u32) {
-        if self.defer_bits > 0.0 {
-            let kl = crate::entropy::kl_hat_bits(q).max(crate::entropy::kl_hat_bits(1));
-            self.rate = Some(kl / Self::delta_snr(s, ia, j));
-        }
-    }
-}
-
-/// The chain's transition from index `ia` to `j` < `ia`: the chain's own step `ia` when
-/// `j = ia − 1`, else step 1 of the respaced chain (τ_j, τ_ia[, T]) — the same network output
-/// at τ_ia, the posterior and p_θ of the merged step.
-struct Transition {
-    diff: Option<Diffusion>,
-    index: usize,
-}
-
-impl Transition {
-    fn new(diff: &Diffusion, model: &Model, ia: usize, j: usize) -> Result<Self> {
-        if j + 1 == ia {
-            return Ok(Transition { diff: None, index: ia });
-        }
-        let s = &diff.schedule;
-        let mut taus = vec![s.model_t(j), s.model_t(ia)];
-        if s.model_t(ia) < s.t_max() {
-            taus.push(s.t_max());
-        }
-        let sub = Diffusion::with_tables(Schedule::respaced(s.t_max(), taus)?, diff.variance, model.variance_tables())?;
-        Ok(Transition { diff: Some(sub), index: 1 })
-    }
-
-    fn diff<'a>(&'a self, chain: &'a Diffusion) -> &'a Diffusion {
-        self.diff.as_ref().unwrap_or(chain)
-    }
-
-    /// p_θ's std per dimension for a learned variance (from the raw v).
-    fn learned_std(&self, chain: &Diffusion, v: &Option<Vec<f32>>) -> Option<Vec<f32>> {
-        v.as_ref().map(|v| crate::schedule::learned_sigma(&self.diff(chain).schedule, self.index, v))
-    }
-}
-
 /// p_θ's std at chain step i: per dimension for a learned variance, else the step's.
 fn step_std<'a>(diff: &Diffusion, i: usize, sd: &'a Option<Vec<f32>>) -> StepStd<'a> {
     match sd {
@@ -426,19 +359,7 @@ pub fn encode(
                 obs(m, &x0_hat)?;
             }
             w.begin_step();
-            packets.push(PacketReport {
-                packet: m,
-                t_before: diff.schedule.model_t(jj + 1),
-                t_after: diff.schedule.model_t(jj),
-                ideal_bits: 0.0,
-                cum_ideal_bits: cum_ideal,
-                cum_words: 0,
-                chunks: 0,
-                over_budget_chunks: 0,
-                index_bits: 0.0,
-                step_info_bits: 0.0,
-                faith: rcc::Faithfulness::default(),
-            });
+            packets.push(PacketReport::without_chunks(m, diff.schedule.model_t(jj + 1), diff.schedule.model_t(jj), 0.0, cum_ideal));
             step_stats.push(StepStats { skipped: true, ..Default::default() });
             m += 1;
             progress(m, total_calls);
@@ -446,7 +367,7 @@ pub fn encode(
         if let Some(obs) = observer.as_deref_mut() {
             obs(m, &x0_hat)?;
         }
-        let tr = Transition::new(&diff, model, ia, j)?;
+        let tr = Transition::new(&diff, model.variance_tables(), ia, j)?;
         let (dt, si) = (tr.diff(&diff), tr.index);
         let sd = tr.learned_std(&diff, &v);
         let mu_p = dt.posterior_mean(&x0_hat, &x, si);
@@ -492,19 +413,7 @@ pub fn encode(
         w.begin_step();
         let bits = w.write_pixels(&values, &m, step_std(&diff, 0, &s))?;
         cum_ideal += bits;
-        packets.push(PacketReport {
-            packet: k - 1,
-            t_before: diff.schedule.model_t(0),
-            t_after: 0,
-            ideal_bits: bits,
-            cum_ideal_bits: cum_ideal,
-            cum_words: 0,
-            chunks: 0,
-            over_budget_chunks: 0,
-            index_bits: 0.0,
-            step_info_bits: 0.0,
-            faith: rcc::Faithfulness::default(),
-        });
+        packets.push(PacketReport::without_chunks(k - 1, diff.schedule.model_t(0), 0, bits, cum_ideal));
     }
     progress(total_calls, total_calls);
     let enc = w.finish()?;
@@ -709,7 +618,7 @@ pub fn decode(
         }
         let (eps, v) = raw_outputs_tiles(model, &diff, &x, tiles, batch, ia)?;
         let x0_hat = diff.predict_x0(&x, &eps, ia);
-        let tr = Transition::new(&diff, model, ia, j)?;
+        let tr = Transition::new(&diff, model.variance_tables(), ia, j)?;
         let (dt, si) = (tr.diff(&diff), tr.index);
         let sd = tr.learned_std(&diff, &v);
         let mu_p = dt.posterior_mean(&x0_hat, &x, si);

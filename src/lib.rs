@@ -18,6 +18,7 @@ pub mod bitstream;
 pub mod image_io;
 pub mod diffusion;
 pub mod rcc;
+pub mod plan;
 pub mod data;
 pub mod codec;
 pub mod fuzzing;
