@@ -15,3 +15,9 @@ done
 $S "$DATA" 20 50 learned "12:3:17:0.25:1.2:1:16,12:3:17:0.25:1.2:1:24" > bench/rcc/session10/defer_20img_k50.csv
 $S "$DATA" 20 100 learned "12:3:17:0.25:1.2:1:0,12:3:17:0.25:1.2:1:16" > bench/rcc/session10/defer_20img_k100.csv
 $S "$DATA" 20 1000 learned "12:3:17:0.25:1.2:1:0,12:3:17:0.25:1.2:1:16,12:3:17:0.25:1.2:1:32" > bench/rcc/session10/defer_20img_k1000.csv
+# RD at K = 1000 on the first 30, and the K = 50 speed check (idle)
+$B -q --threads 1 rd "$DATA" --limit 30 --steps 1000 --classical --csv bench/rd30_k1000_session10/rd.csv --json bench/rd30_k1000_session10/rd.json --plot bench/rd30_k1000_session10/rd.png > bench/rd30_k1000_session10/summary.txt
+$B -q --threads 1 bench-lossless "$DATA" --limit 30 --json bench/session10/speed_k50_30/lossless.json > bench/session10/speed_k50_30/table.txt
+# K = 100 with the deferral on the first 100 (D = 24 is the default above K = 50)
+$S "$DATA" 100 100 learned "12:3:17:0.25:1.2:1:24,12:3:17:0.25:1.2:1:32" > bench/rcc/session10/defer_100img_k100_d24_d32.csv
+$S "$DATA" 100 100 learned "12:3:17:0.25:1.2:1:16" > bench/rcc/session10/defer_100img_k100_d16.csv
