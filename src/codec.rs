@@ -249,45 +249,26 @@ fn initial_state(seed: u64, dims: usize) -> Vec<f32> {
 /// The network's outputs at chain step i for all tiles, in fixed batches of `batch` tiles: ε,
 /// and for a learned variance p_θ's std per dimension ([`crate::schedule::learned_sigma`]).
 pub fn step_outputs_tiles(model: &dyn Denoiser, diff: &Diffusion, x: &[f32], tiles: usize, batch: usize, i: usize) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
-    if !diff.is_learned() {
-        return Ok((eps_tiles(model, x, tiles, batch, diff.schedule.model_t(i))?, None));
-    }
-    let d = 3 * TILE * TILE;
-    let (mut eps, mut sd) = (Vec::with_capacity(x.len()), Vec::with_capacity(x.len()));
-    for start in (0..tiles).step_by(batch.max(1)) {
-        let n = batch.min(tiles - start);
-        let (e, s) = diff.step_outputs(model, &x[start * d..(start + n) * d], n, d, i)?;
-        eps.extend(e);
-        sd.extend(s.ok_or_else(|| Error::Model("a learned variance without its std".into()))?);
-    }
-    Ok((eps, Some(sd)))
+    let (eps, v) = raw_outputs_tiles(model, diff, x, tiles, batch, i)?;
+    Ok((eps, v.map(|v| crate::schedule::learned_sigma(&diff.schedule, i, &v))))
 }
 
-/// The network's outputs at chain step i for all tiles, in fixed batches of `batch` tiles: ε,
-/// and for a learned variance the raw v (p_θ's std then depends on the transition,
-/// [`Transition`]).
+/// The network's outputs at chain step i for all tiles, in fixed batches of `batch` tiles
+/// ([`Diffusion::raw_step_outputs`]): ε, and for a learned variance the raw v (p_θ's std then
+/// depends on the transition, [`Transition`]).
 fn raw_outputs_tiles(model: &dyn Denoiser, diff: &Diffusion, x: &[f32], tiles: usize, batch: usize, i: usize) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
-    let t = diff.schedule.model_t(i);
-    if !diff.is_learned() {
-        return Ok((eps_tiles(model, x, tiles, batch, t)?, None));
-    }
-    if !model.learns_sigma() {
-        return Err(Error::Parameter("variance learned needs a learned-variance model (learn_sigma)".into()));
-    }
     let d = 3 * TILE * TILE;
-    let (mut eps, mut v) = (Vec::with_capacity(x.len()), Vec::with_capacity(x.len()));
+    let mut eps = Vec::with_capacity(x.len());
+    let mut v: Option<Vec<f32>> = None;
     for start in (0..tiles).step_by(batch.max(1)) {
         let n = batch.min(tiles - start);
-        let out = model.predict(&x[start * d..(start + n) * d], n, t)?;
-        if out.len() != 2 * n * d || out.iter().any(|v| !v.is_finite()) {
-            return Err(Error::Model("the network returned a wrong-sized or non-finite output".into()));
-        }
-        for j in 0..n {
-            eps.extend_from_slice(&out[2 * j * d..(2 * j + 1) * d]);
-            v.extend_from_slice(&out[(2 * j + 1) * d..(2 * j + 2) * d]);
+        let (e, vb) = diff.raw_step_outputs(model, &x[start * d..(start + n) * d], n, d, i)?;
+        eps.extend(e);
+        if let Some(vb) = vb {
+            v.get_or_insert_with(|| Vec::with_capacity(x.len())).extend(vb);
         }
     }
-    Ok((eps, Some(v)))
+    Ok((eps, v))
 }
 
 /// p_θ's std at chain step i: per dimension for a learned variance, else the step's.

@@ -700,9 +700,9 @@ impl Diffusion {
         nats / (x0.len() as f64 * LN_2)
     }
 
-    /// The network's output for a batch at chain step i, split per image into (ε, σ per
-    /// dimension or `None` for a per-step variance).
-    pub fn step_outputs(&self, den: &dyn Denoiser, x_t: &[f32], n: usize, d: usize, i: usize) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+    /// The network's output for a batch at chain step i, split per image into (ε, the raw v
+    /// of a learned variance or `None` for a per-step variance).
+    pub fn raw_step_outputs(&self, den: &dyn Denoiser, x_t: &[f32], n: usize, d: usize, i: usize) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
         let t = self.schedule.model_t(i);
         if !self.is_learned() {
             let eps = den.eps(x_t, n, t)?;
@@ -715,12 +715,20 @@ impl Diffusion {
         let out = den.predict(x_t, n, t)?;
         check_eps(&out, 2 * n * d)?;
         let mut eps = Vec::with_capacity(n * d);
-        let mut sd = Vec::with_capacity(n * d);
+        let mut v = Vec::with_capacity(n * d);
         for j in 0..n {
             eps.extend_from_slice(&out[2 * j * d..(2 * j + 1) * d]);
-            sd.extend(learned_sigma(&self.schedule, i, &out[(2 * j + 1) * d..(2 * j + 2) * d]));
+            v.extend_from_slice(&out[(2 * j + 1) * d..(2 * j + 2) * d]);
         }
-        Ok((eps, Some(sd)))
+        Ok((eps, Some(v)))
+    }
+
+    /// The network's output for a batch at chain step i, split per image into (ε, σ per
+    /// dimension or `None` for a per-step variance): [`Self::raw_step_outputs`] with
+    /// [`learned_sigma`] of step i applied to v.
+    pub fn step_outputs(&self, den: &dyn Denoiser, x_t: &[f32], n: usize, d: usize, i: usize) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+        let (eps, v) = self.raw_step_outputs(den, x_t, n, d, i)?;
+        Ok((eps, v.map(|v| learned_sigma(&self.schedule, i, &v))))
     }
 
     /// Validates a batch against the denoiser's shape; returns D.
