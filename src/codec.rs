@@ -6,7 +6,7 @@
 //! from N(0, I) with the shared seed; packets 0..K−2 carry the chain steps i = K−1 … 1 by
 //! reverse channel coding (PFR), and packet K−1 (if lossless) carries every pixel of x_0 with
 //! the discretized Gaussian p_θ(x_0 | x_{τ_1}). After m packets the decoder holds x_{τ_{K−m}},
-//! or, with a deferral target (format 6, [`crate::plan`]), the last coded state before it: a coded
+//! or, with a deferral target (formats 6–7, [`crate::plan`]), the last coded state before it: a coded
 //! transition may span several chain steps, whose other packets are empty.
 
 use crate::bitstream::{self, Channels, ColourMode, Header, Params, Stream, VarianceCode};
@@ -81,7 +81,7 @@ impl CodecParams {
     /// Default parameters with K steps of the given spacing ("dense" or "even").
     pub fn new(steps: usize, spacing: &str, variance: Variance) -> Result<Self> {
         let schedule = make_schedule(1000, steps, spacing)?;
-        let rcc = RccParams { defer_bits: rcc::default_defer_bits(steps), ..RccParams::default() };
+        let rcc = RccParams::default_for(steps);
         Ok(Self { schedule, variance, rcc, seed: 0, lossless: true, batch_tiles: 64 })
     }
 }
@@ -328,7 +328,7 @@ pub fn encode(
     let mut cum_ideal = 0.0;
     let mut step_stats: Vec<StepStats> = Vec::new();
     let total_calls = k;
-    let mut planner = Planner::new(p.rcc.defer_bits);
+    let mut planner = Planner::new(p.rcc.defer_bits, tiles);
     let (mut ia, mut m) = (k - 1, 0usize);
     while ia >= 1 {
         let (eps, v) = raw_outputs_tiles(model, &diff, &x, tiles, batch, ia)?;
@@ -580,7 +580,7 @@ pub fn decode(
     let mut decoded = 0usize;
     let mut words_used = 0usize;
     let mut eps_now: Option<Vec<f32>> = None;
-    let mut planner = Planner::new(p.rcc.defer_bits);
+    let mut planner = Planner::new(p.rcc.defer_bits, tiles);
     // the chain index whose state x is
     let mut ia = k - 1;
     while ia >= 1 && decoded < rcc_limit {

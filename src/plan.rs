@@ -1,4 +1,4 @@
-//! The coded transitions of a chain (format 6, format/SPEC.md § 8 "Deferred steps"): which
+//! The coded transitions of a chain (formats 6–7, format/SPEC.md § 8 "Deferred steps"): which
 //! chain step a coded transition goes to, what its side information is coded against, and the
 //! diffusion of a transition that spans several chain steps. Encoder and decoder run the same
 //! code on decoded values, so the plan costs no symbols; only [`crate::codec`] uses it.
@@ -10,7 +10,7 @@ use crate::schedule::{Schedule, VarianceTables};
 /// The coded transitions of a chain (format/SPEC.md § 8, "Deferred steps"), the same on both
 /// sides. With a deferral target D = 0 every chain step is coded and its side information is a
 /// delta to the previous step's. Else, from the state at chain index `ia`, the next coded
-/// transition goes to the first index j < ia with E·(SNR(τ_j) − SNR(τ_ia)) ≥ D (or to index 0),
+/// transition goes to the first index j < ia with E·(SNR(τ_j) − SNR(τ_ia)) ≥ n·D (n tiles; or to index 0),
 /// where E = max(KLhat, KLhat(1)) / ΔSNR of the last coded transition (bits per unit of SNR:
 /// a step's KL is ½ ΔSNR ‖x_0 − x̂_0‖² nats when p_θ's variance is q's), and its side
 /// information is a delta to the planned q̂ (the largest q with KLhat(q) ≤ E·ΔSNR). The first
@@ -22,8 +22,10 @@ pub(crate) struct Planner {
 }
 
 impl Planner {
-    pub(crate) fn new(defer_bits: f64) -> Self {
-        Planner { defer_bits, rate: None }
+    /// `defer_bits`: the target D per 32×32 tile; the plan of an image of `tiles` tiles
+    /// works with `tiles · D` (its KL grows with its tile count).
+    pub(crate) fn new(defer_bits: f64, tiles: usize) -> Self {
+        Planner { defer_bits: defer_bits * tiles as f64, rate: None }
     }
 
     fn snr(s: &Schedule, i: usize) -> f64 {
@@ -104,7 +106,7 @@ mod tests {
     #[test]
     fn the_plan_reaches_the_target_and_no_further() {
         let s = Schedule::linear(1000).unwrap();
-        let mut p = Planner::new(24.0);
+        let mut p = Planner::new(24.0, 1);
         // before the first transition: the chain's own step, coded against 0
         assert_eq!((p.target(&s, 999), p.q_ref(&s, 999, 998, 7)), (998, 0));
         p.update(&s, 999, 998, 3);
@@ -115,8 +117,14 @@ mod tests {
         let q = p.q_ref(&s, 998, j, 0);
         let kl = e * Planner::delta_snr(&s, 998, j);
         assert!(kl_hat_bits(q) <= kl && kl_hat_bits(q + 1) > kl);
+        // D is per tile: four tiles at 24 bits plan as one at 96
+        let (mut p4, mut p96) = (Planner::new(24.0, 4), Planner::new(96.0, 1));
+        p4.update(&s, 999, 998, 12);
+        p96.update(&s, 999, 998, 12);
+        assert_eq!(p4.target(&s, 998), p96.target(&s, 998));
+        assert_ne!(p4.target(&s, 998), p.target(&s, 998));
         // without deferral: every step, coded against the previous q
-        let p0 = Planner::new(0.0);
+        let p0 = Planner::new(0.0, 1);
         assert_eq!((p0.target(&s, 500), p0.q_ref(&s, 500, 499, 7)), (499, 7));
     }
 }

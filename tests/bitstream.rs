@@ -1,4 +1,4 @@
-//! Container format tests: format/SPEC.md (version 6) against src/bitstream, the test vectors
+//! Container format tests: format/SPEC.md (version 7) against src/bitstream, the test vectors
 //! in format/vectors/, truncation, corruption and hostile input.
 
 use std::path::PathBuf;
@@ -55,7 +55,7 @@ fn vectors_match_readme_hashes() {
         assert_eq!(b.len().to_string(), cells[3], "{name}");
         n += 1;
     }
-    assert_eq!(n, 10);
+    assert_eq!(n, 11);
 }
 
 #[test]
@@ -101,16 +101,19 @@ fn vector_truncated_and_corrupt() {
     assert!(matches!(e, Error::Format(_)) && e.to_string().contains("version 2"), "{e}");
     let e = read(&vector("version3.ddpc")).unwrap_err();
     assert!(matches!(e, Error::Format(_)) && e.to_string().contains("version 3"), "{e}");
-    let e = read(&vector("version4.ddpc")).unwrap_err();
-    assert!(matches!(e, Error::Format(_)) && e.to_string().contains("format version 4 is not supported (this build reads version 6)"), "{e}");
-    let e = read(&vector("version5.ddpc")).unwrap_err();
-    assert!(matches!(e, Error::Format(_)) && e.to_string().contains("format version 5 is not supported (this build reads version 6)"), "{e}");
-    // version5.ddpc is valid_default.ddpc with version byte 5 (and its header CRC)
-    let mut v6 = vector("version5.ddpc");
-    v6[4] = 6;
-    let crc = crc32fast::hash(&v6[..18]);
-    v6[18..22].copy_from_slice(&crc.to_le_bytes());
-    assert_eq!(v6, vector("valid_default.ddpc"));
+    for v in 4..=6 {
+        let e = read(&vector(&format!("version{v}.ddpc"))).unwrap_err();
+        assert!(matches!(e, Error::Format(_)) && e.to_string().contains(&format!("format version {v} is not supported (this build reads version 7)")), "{e}");
+    }
+    // version5.ddpc and version6.ddpc are valid_default.ddpc with version byte 5 or 6 (and
+    // their header CRC)
+    for v in [5, 6] {
+        let mut v7 = vector(&format!("version{v}.ddpc"));
+        v7[4] = 7;
+        let crc = crc32fast::hash(&v7[..18]);
+        v7[18..22].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(v7, vector("valid_default.ddpc"));
+    }
 }
 
 #[test]

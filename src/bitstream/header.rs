@@ -12,7 +12,7 @@ pub const TILE_SIZE: u16 = 32;
 /// File magic.
 pub const MAGIC: [u8; 4] = *b"DDPC";
 /// Format version written and read.
-pub const VERSION: u8 = 6;
+pub const VERSION: u8 = 7;
 /// Largest t_max (structural).
 pub const MAX_T_MAX: u32 = 10_000;
 /// Largest batch_tiles (structural).
@@ -253,18 +253,13 @@ pub struct Params {
 }
 
 impl Params {
-    /// The defaults a header of a K-step chain without flags bit 3 means: [`Params::default`]
-    /// with the deferral target [`crate::rcc::default_defer_bits`]`(K)`.
+    /// The defaults a header of a K-step chain without flags bit 3 means: t_max 1000, batch
+    /// 64, seed 0 and the preset [`crate::rcc::RccParams::default_for`]`(K)`.
     pub fn default_for(steps: usize) -> Self {
-        Params { defer_q8: (crate::rcc::default_defer_bits(steps) * 256.0).round() as u16, ..Params::default() }
+        Self::of_rcc(&crate::rcc::RccParams::default_for(steps))
     }
-}
 
-impl Default for Params {
-    /// t_max 1000, batch 64, seed 0, `rcc::RccParams::default()` and no deferral (the
-    /// defaults of a header without flags bit 3 are [`Params::default_for`] its K).
-    fn default() -> Self {
-        let r = crate::rcc::RccParams::default();
+    fn of_rcc(r: &crate::rcc::RccParams) -> Self {
         Params {
             t_max: 1000,
             batch_tiles: 64,
@@ -274,8 +269,16 @@ impl Default for Params {
             min_log2_candidates: r.min_log2_candidates as u8,
             max_log2_candidates: r.max_log2_candidates as u8,
             skip_below_q8: (r.skip_below_bits * 256.0).round() as u16,
-            defer_q8: 0,
+            defer_q8: (r.defer_bits * 256.0).round() as u16,
         }
+    }
+}
+
+impl Default for Params {
+    /// t_max 1000, batch 64, seed 0, `rcc::RccParams::default()` (no deferral); the defaults
+    /// of a header without flags bit 3 are [`Params::default_for`] its K.
+    fn default() -> Self {
+        Self::of_rcc(&crate::rcc::RccParams::default())
     }
 }
 
@@ -795,8 +798,8 @@ mod tests {
 
     #[test]
     fn old_versions_are_named() {
-        assert_eq!(VERSION, 6);
-        for v in 1..=5u8 {
+        assert_eq!(VERSION, 7);
+        for v in 1..=6u8 {
             let mut b = sample().encode().unwrap();
             b[4] = v;
             let e = Header::read(&b, &Limits::default()).unwrap_err().to_string();

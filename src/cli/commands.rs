@@ -38,13 +38,14 @@ impl CodeArgs {
         let (chain, rcc) = (&self.chain, &self.rcc);
         let variance = codec::resolve_variance(&chain.variance, model, chain.steps)?;
         let mut p = CodecParams::new(chain.steps, &chain.spacing, variance)?;
+        // unset options take the chain's preset (CodecParams::new: RccParams::default_for K)
         p.rcc = RccParams {
-            chunk_bits: rcc.chunk_bits,
-            margin_bits: rcc.margin_bits,
+            chunk_bits: rcc.chunk_bits.unwrap_or(p.rcc.chunk_bits),
+            margin_bits: rcc.margin_bits.unwrap_or(p.rcc.margin_bits),
             skip_below_bits: rcc.skip_below_bits,
-            tilt: rcc.tilt,
+            tilt: rcc.tilt.unwrap_or(p.rcc.tilt),
             defer_bits: rcc.defer_bits.unwrap_or(p.rcc.defer_bits),
-            ..RccParams::default()
+            ..p.rcc.clone()
         };
         p.rcc.validate()?;
         p.seed = rcc.seed;

@@ -50,21 +50,25 @@ pub struct ChainArgs {
 /// Channel-simulation options.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RccArgs {
-    /// Target bits per PFR chunk (B).
-    #[arg(long, default_value_t = ddpm_codec::rcc::RccParams::default().chunk_bits)]
-    pub chunk_bits: f64,
-    /// Extra candidate bits beyond a chunk's KL (2^(KL+margin) candidates).
-    #[arg(long, default_value_t = ddpm_codec::rcc::RccParams::default().margin_bits)]
-    pub margin_bits: u32,
+    /// Target bits per PFR chunk (B). Default by K (the preset, `rcc::RccParams::default_for`):
+    /// 12 up to K = 50 steps, 14 above.
+    #[arg(long)]
+    pub chunk_bits: Option<f64>,
+    /// Extra candidate bits beyond a chunk's KL (2^(KL+margin) candidates). Default: 3 up to
+    /// K = 50, 2 above.
+    #[arg(long)]
+    pub margin_bits: Option<u32>,
     /// Steps whose KL is below this many bits are sampled from p_θ for free.
     #[arg(long, default_value_t = ddpm_codec::rcc::RccParams::default().skip_below_bits)]
     pub skip_below_bits: f64,
     /// Encoder only: scale of the PFR target's shift away from p_θ, offsetting the pull toward
-    /// p_θ of a finite candidate set (1 = plain PFR; not stored, any value decodes).
-    #[arg(long, default_value_t = ddpm_codec::rcc::RccParams::default().tilt)]
-    pub tilt: f64,
-    /// Deferral target D in bits: chain steps are merged until the planned KL of a coded
-    /// transition reaches D (0 = code every step). Default: 0 up to K = 50 steps, 24 above.
+    /// p_θ of a finite candidate set (1 = plain PFR; not stored, any value decodes). Default:
+    /// 1.2 up to K = 50, 1.3 above.
+    #[arg(long)]
+    pub tilt: Option<f64>,
+    /// Deferral target D in bits per 32×32 tile: chain steps are merged until the planned KL of
+    /// a coded transition reaches D per tile (0 = code every step). Default: 0 up to K = 50
+    /// steps, 24 above.
     #[arg(long)]
     pub defer_bits: Option<f64>,
     /// Shared seed of the stream.
@@ -336,7 +340,7 @@ mod tests {
             .collect();
         for c in &codes {
             assert_eq!((c.chain.steps, c.chain.variance.as_str(), c.batch_tiles), (20, "small", 16));
-            assert_eq!((c.rcc.chunk_bits, c.rcc.seed), (10.0, 7));
+            assert_eq!((c.rcc.chunk_bits, c.rcc.seed), (Some(10.0), 7));
         }
         let d = Cli::try_parse_from(["ddpm-codec", "rd", "x"]).unwrap();
         let Command::Rd(a) = d.cmd else { panic!() };

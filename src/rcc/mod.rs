@@ -50,29 +50,25 @@ pub struct RccParams {
     /// every dimension's own quadratic coefficient a_d (a second GEMM against the squared pool
     /// values) instead of its chunk's mean.
     pub exact_quadratic: bool,
-    /// Deferral target D in bits (in the stream, format 6; 0 = every chain step coded): a
+    /// Deferral target D in bits per 32×32 tile (in the stream; 0 = every chain step coded): a
     /// chain step is coded from the last coded state to the first later time at which the
-    /// planned KL reaches D, the steps between are deferred (format/SPEC.md § 8, "Deferred
-    /// steps"). Default: [`default_defer_bits`] of the chain's K.
+    /// planned KL of the image reaches D times its tile count, the steps between are deferred
+    /// (format/SPEC.md § 8, "Deferred steps"; format 6 had D per image). Default:
+    /// [`RccParams::default_for`] the chain's K.
     pub defer_bits: f64,
 }
 
-/// Longest chain (K) that codes every step by default. Measured on the first 20 CIFAR-10 test
-/// images (bench/rcc/README.md, session 10): deferral costs 0.01–0.02 bits/dim at K = 50 and
-/// gains 0.04 at K = 100, 0.07 at K = 200 and 0.25 at K = 1000.
+/// Longest chain (K) that uses the short-chain preset (every step coded, 12-bit chunks).
+/// Measured on the first 20 CIFAR-10 test images (bench/rcc/README.md, session 10): deferral
+/// costs 0.01–0.02 bits/dim at K = 50 and gains 0.04 at K = 100, 0.07 at K = 200 and 0.25 at
+/// K = 1000.
 pub const DEFER_MAX_PLAIN_STEPS: usize = 50;
-/// The default deferral target of longer chains (bits).
+/// The deferral target of longer chains (bits per 32×32 tile).
 pub const DEFAULT_DEFER_BITS: f64 = 24.0;
 
-/// The deferral target a K-step chain uses unless told otherwise: 0 (none) up to
-/// [`DEFER_MAX_PLAIN_STEPS`], else [`DEFAULT_DEFER_BITS`]. Part of the format: a header without
-/// parameters means these.
+/// The deferral target a K-step chain uses unless told otherwise ([`RccParams::default_for`]).
 pub fn default_defer_bits(steps: usize) -> f64 {
-    if steps <= DEFER_MAX_PLAIN_STEPS {
-        0.0
-    } else {
-        DEFAULT_DEFER_BITS
-    }
+    RccParams::default_for(steps).defer_bits
 }
 
 impl Default for RccParams {
@@ -94,6 +90,22 @@ impl Default for RccParams {
 }
 
 impl RccParams {
+    /// The named presets: the parameters a K-step chain uses unless told otherwise. Part of
+    /// the format (format/SPEC.md § 3): a header without parameters means these.
+    /// - K ≤ [`DEFER_MAX_PLAIN_STEPS`]: [`RccParams::default`] (12-bit chunks, 2^(KL+3)
+    ///   candidates, tilt 1.2, every step coded).
+    /// - longer chains: 14-bit chunks with 2^(KL+2) candidates, tilt 1.3, and deferred steps
+    ///   ([`DEFAULT_DEFER_BITS`] per tile). Measured at K = 1000 on the first 20 CIFAR-10 test
+    ///   images (bench/rcc/README.md, session 11): 0.037 bits/dim below 12:3 at the same encode
+    ///   time, the file 1.08× its ideal instead of 1.11×.
+    pub fn default_for(steps: usize) -> Self {
+        if steps <= DEFER_MAX_PLAIN_STEPS {
+            RccParams::default()
+        } else {
+            RccParams { chunk_bits: 14.0, margin_bits: 2, tilt: 1.3, defer_bits: DEFAULT_DEFER_BITS, ..RccParams::default() }
+        }
+    }
+
     /// Checks ranges; [`Error::Parameter`] otherwise.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Parameter(m));
@@ -353,6 +365,16 @@ mod tests {
         let a = dim_kl_nats(0.1, 0.3, -0.2, 0.2) + dim_kl_nats(0.0, 0.3, 0.05, 0.2);
         let b = step_kl_bits(&[0.1, 0.0], 0.3, &[-0.2, 0.05], 0.2) * std::f64::consts::LN_2;
         assert!((a - b).abs() < 1e-12);
+    }
+
+    #[test]
+    fn presets_by_chain_length() {
+        assert_eq!(RccParams::default_for(50), RccParams::default());
+        assert_eq!(default_defer_bits(50), 0.0);
+        let long = RccParams::default_for(51);
+        assert_eq!((long.chunk_bits, long.margin_bits, long.tilt, long.defer_bits), (14.0, 2, 1.3, DEFAULT_DEFER_BITS));
+        assert_eq!(RccParams::default_for(1000), long);
+        long.validate().unwrap();
     }
 
     #[test]
