@@ -705,7 +705,7 @@ impl Header {
         let _ = writeln!(
             s,
             "  deferral       : {}",
-            if p.defer_q8 == 0 { "none (every chain step coded)".to_string() } else { format!("D = {:.3} bits (near-empty steps deferred)", self.defer_bits()) }
+            if p.defer_q8 == 0 { "none (every chain step coded)".to_string() } else { format!("D = {:.3} bits per 32x32 tile (near-empty steps deferred)", self.defer_bits()) }
         );
         let _ = writeln!(s, "  seed, batch    : {}, {} tiles per network call", p.seed, p.batch_tiles);
         let _ = writeln!(s, "  lossless       : {}", if self.lossless { "yes (pixel CRC-32 checked)" } else { "no" });
