@@ -66,11 +66,6 @@ pub const DEFER_MAX_PLAIN_STEPS: usize = 50;
 /// The deferral target of longer chains (bits per 32×32 tile).
 pub const DEFAULT_DEFER_BITS: f64 = 24.0;
 
-/// The deferral target a K-step chain uses unless told otherwise ([`RccParams::default_for`]).
-pub fn default_defer_bits(steps: usize) -> f64 {
-    RccParams::default_for(steps).defer_bits
-}
-
 impl Default for RccParams {
     fn default() -> Self {
         // chosen by measurement (bench/rcc/README.md): 12-bit chunks with 2^(KL+3) candidates
@@ -370,7 +365,7 @@ mod tests {
     #[test]
     fn presets_by_chain_length() {
         assert_eq!(RccParams::default_for(50), RccParams::default());
-        assert_eq!(default_defer_bits(50), 0.0);
+        assert_eq!(RccParams::default_for(50).defer_bits, 0.0);
         let long = RccParams::default_for(51);
         assert_eq!((long.chunk_bits, long.margin_bits, long.tilt, long.defer_bits), (14.0, 2, 1.3, DEFAULT_DEFER_BITS));
         assert_eq!(RccParams::default_for(1000), long);
