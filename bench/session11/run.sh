@@ -25,3 +25,9 @@ python3 -c "from PIL import Image; import sys; a=Image.open(sys.argv[1]).convert
 $B -q --threads 1 rd "$DATA" --limit 30 --steps 1000 --classical --csv bench/rd30_k1000_session11/rd.csv --json bench/rd30_k1000_session11/rd.json --plot bench/rd30_k1000_session11/rd.png > bench/rd30_k1000_session11/summary.txt
 mkdir -p runs/crops && cp runs/photos/*_crop_*.png runs/crops/
 $B -q --threads 1 bench-lossless runs/crops --steps 1000 --json bench/photo_crops_k1000_session11/lossless.json > bench/photo_crops_k1000_session11/table.txt
+# RD at K = 1000 on the first 500, and the channel simulation of both defaults on the first 500
+$B -q --threads 1 rd "$DATA" --limit 500 --steps 1000 --classical --csv bench/rd500_k1000_session11/rd.csv --json bench/rd500_k1000_session11/rd.json --plot bench/rd500_k1000_session11/rd.png > bench/rd500_k1000_session11/summary.txt
+RAYON_NUM_THREADS=1 $S "$DATA" 500 50 learned "12:3:17" > bench/rcc/session11/default_500img_k50.csv
+RAYON_NUM_THREADS=1 $S "$DATA" 500 1000 learned "14:2:17" > bench/rcc/session11/default_500img_k1000.csv
+# (the fuzz run: bench/fuzz_session11/README.md; the idle K = 1000 speed check:
+#  bench/session11/speed_k1000_30/, commands in bench/README.md)
