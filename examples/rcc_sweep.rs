@@ -7,7 +7,7 @@
 //!   cargo run --release --example rcc_sweep -- DATA N STEPS VARIANCE "B:M,B:M,..." [MODEL_DIR]
 //!
 //! Each setting is B:M (at most 2^19 candidates per chunk), B:M:MAX_LOG2 (12:3:17 is the
-//! default stream) B:M:MAX_LOG2:SKIP (steps below SKIP bits are skipped; default 0.25) or
+//! default stream up to K = 50, 14:2:17 above) B:M:MAX_LOG2:SKIP (steps below SKIP bits are skipped; default 0.25) or
 //! B:M:MAX_LOG2:SKIP:TILT (the encoder's target tilt; default: the preset of K, 1.2 up to K = 50, 1.3 above) or B:M:MAX_LOG2:SKIP:TILT:E
 //! (E = 1 exact per-dimension quadratic scoring of a learned variance, the default; 0 the chunk mean, `RccParams::exact_quadratic`)
 //! or B:M:MAX_LOG2:SKIP:TILT:E:D (D: the deferral target `RccParams::defer_bits`; default by K). DATA: a CIFAR-10 folder (test split) or an image folder; N images; e.g.
@@ -40,14 +40,13 @@ fn main() -> ddpm_codec::Result<()> {
         let f: Vec<&str> = bm.split(':').collect();
         let (b, m) = (f[0], f[1]);
         let max_l = f.get(2).map_or(19, |v| v.parse().unwrap());
-        // unset fields: the chain's preset (RccParams::default_for K)
-        let preset = RccParams::default_for(steps);
-        let skip = f.get(3).map_or(preset.skip_below_bits, |v| v.parse().unwrap());
-        let tilt = f.get(4).map_or(preset.tilt, |v| v.parse().unwrap());
-        // the default stream scores exactly (sessions 7–8 ran "12:3:17" with the chunk mean: a 6th field was needed)
-        let exact_quadratic = f.get(5).map_or(preset.exact_quadratic, |v| *v == "1");
-        let defer_bits: Option<f64> = f.get(6).map(|v| v.parse().unwrap());
+        // unset fields: the chain's preset (CodecParams::new: RccParams::default_for K)
         let mut p = CodecParams::new(steps, "dense", a[4].parse()?)?;
+        let skip = f.get(3).map_or(p.rcc.skip_below_bits, |v| v.parse().unwrap());
+        let tilt = f.get(4).map_or(p.rcc.tilt, |v| v.parse().unwrap());
+        // the default stream scores exactly (sessions 7–8 ran "12:3:17" with the chunk mean: a 6th field was needed)
+        let exact_quadratic = f.get(5).map_or(p.rcc.exact_quadratic, |v| *v == "1");
+        let defer_bits: Option<f64> = f.get(6).map(|v| v.parse().unwrap());
         p.rcc = RccParams { chunk_bits: b.parse().unwrap(), margin_bits: m.parse().unwrap(), max_log2_candidates: max_l, skip_below_bits: skip, tilt, exact_quadratic, ..p.rcc.clone() };
         if let Some(d) = defer_bits {
             p.rcc.defer_bits = d;
