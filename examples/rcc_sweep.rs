@@ -10,7 +10,8 @@
 //! default stream up to K = 50, 14:2:17 above) B:M:MAX_LOG2:SKIP (steps below SKIP bits are skipped; default 0.25) or
 //! B:M:MAX_LOG2:SKIP:TILT (the encoder's target tilt; default: the preset of K, 1.2 up to K = 50, 1.3 above) or B:M:MAX_LOG2:SKIP:TILT:E
 //! (E = 1 exact per-dimension quadratic scoring of a learned variance, the default; 0 the chunk mean, `RccParams::exact_quadratic`)
-//! or B:M:MAX_LOG2:SKIP:TILT:E:D (D: the deferral target `RccParams::defer_bits`; default by K). DATA: a CIFAR-10 folder (test split) or an image folder; N images; e.g.
+//! or B:M:MAX_LOG2:SKIP:TILT:E:D (D: the deferral target `RccParams::defer_bits`; default by K)
+//! or B:M:MAX_LOG2:SKIP:TILT:E:D:SCORER (`int8`, the default, or `f32`: `RccParams::scorer`). DATA: a CIFAR-10 folder (test split) or an image folder; N images; e.g.
 //!   rcc_sweep ../shared/data/cifar10 50 50 optimal "6:6,10:3,14:2,16:2" /work/runs/calib/model
 
 use ddpm_codec::codec::{self, CodecParams};
@@ -34,7 +35,7 @@ fn main() -> ddpm_codec::Result<()> {
     let images = load_inputs(std::path::Path::new(&a[1]), Some(a[2].parse().unwrap()))?;
     let steps: usize = a[3].parse().unwrap();
     let model = Model::load(a.get(6).map(std::path::Path::new))?;
-    println!("chunk_bits,margin_bits,max_log2,skip_below_bits,tilt,images,file_actual_over_ideal,chain_actual_over_kl,container_bytes,actual_bpd,ideal_bpd,encode_cpu_s_per_image,chunks_per_image,over_budget_share,index_bpd,step_info_bpd,skipped_steps_per_image,resid_mean,resid_var,shift_proj_mean,shift_proj_var");
+    println!("chunk_bits,margin_bits,max_log2,skip_below_bits,tilt,images,file_actual_over_ideal,chain_actual_over_kl,container_bytes,actual_bpd,ideal_bpd,encode_cpu_s_per_image,chunks_per_image,over_budget_share,index_bpd,step_info_bpd,skipped_steps_per_image,resid_mean,resid_var,shift_proj_mean,shift_proj_var,scorer");
     for bm in a[5].split(',') {
         // B:M (max 2^19 candidates, as in bench/rcc/) or B:M:MAX_LOG2
         let f: Vec<&str> = bm.split(':').collect();
@@ -47,9 +48,13 @@ fn main() -> ddpm_codec::Result<()> {
         // the default stream scores exactly (sessions 7–8 ran "12:3:17" with the chunk mean: a 6th field was needed)
         let exact_quadratic = f.get(5).map_or(p.rcc.exact_quadratic, |v| *v == "1");
         let defer_bits: Option<f64> = f.get(6).map(|v| v.parse().unwrap());
+        let scorer: Option<ddpm_codec::rcc::Scorer> = f.get(7).map(|v| v.parse().unwrap());
         p.rcc = RccParams { chunk_bits: b.parse().unwrap(), margin_bits: m.parse().unwrap(), max_log2_candidates: max_l, skip_below_bits: skip, tilt, exact_quadratic, ..p.rcc.clone() };
         if let Some(d) = defer_bits {
             p.rcc.defer_bits = d;
+        }
+        if let Some(sc) = scorer {
+            p.rcc.scorer = sc;
         }
         let (mut file_bits, mut ideal, mut chain_bits, mut chain_kl, mut head, mut dims) = (0.0, 0.0, 0.0, 0.0, 0usize, 0usize);
         let (mut chunks, mut over) = (0usize, 0usize);
@@ -76,7 +81,7 @@ fn main() -> ddpm_codec::Result<()> {
         }
         let n = images.len() as f64;
         println!(
-            "{b},{m},{max_l},{skip},{tilt},{},{:.4},{:.4},{:.2},{:.4},{:.4},{:.3},{:.1},{:.4},{:.4},{:.4},{:.1},{:.4},{:.4},{:.4},{:.4}",
+            "{b},{m},{max_l},{skip},{tilt},{},{:.4},{:.4},{:.2},{:.4},{:.4},{:.3},{:.1},{:.4},{:.4},{:.4},{:.1},{:.4},{:.4},{:.4},{:.4},{:?}",
             images.len(),
             file_bits / ideal,
             chain_bits / chain_kl,
@@ -92,7 +97,8 @@ fn main() -> ddpm_codec::Result<()> {
             faith.residual().0,
             faith.residual().1,
             faith.projection().0,
-            faith.projection().1
+            faith.projection().1,
+            p.rcc.scorer
         );
     }
     Ok(())

@@ -6,7 +6,7 @@ use std::path::Path;
 use ddpm_codec::codec::{self, CodecParams, DecodeOptions};
 use ddpm_codec::image_io::RasterImage;
 use ddpm_codec::model::Model;
-use ddpm_codec::rcc::RccParams;
+use ddpm_codec::rcc::{RccParams, Scorer};
 use ddpm_codec::schedule::Variance;
 use ddpm_codec::Error;
 
@@ -146,6 +146,25 @@ fn the_tilt_is_the_encoders_choice_alone() {
         streams.push(bytes);
     }
     assert!(streams[0] != streams[1] && streams[1] != streams[2]);
+}
+
+#[test]
+fn the_scorer_is_the_encoders_choice_alone() {
+    // the int8 and the f32 scorer choose differently somewhere, and a decoder that does not
+    // know which one ran decodes both bit-exactly
+    let m = tiny();
+    let img = image(40, 32, 3);
+    let mut streams = Vec::new();
+    for scorer in [Scorer::Int8, Scorer::F32] {
+        let mut p = params(4);
+        p.rcc.scorer = scorer;
+        let (bytes, _) = codec::encode(&m, &img, &p, &mut no_progress(), None).unwrap();
+        let (out, drep) = codec::decode(&m, &bytes, &DecodeOptions::default(), &mut no_progress()).unwrap();
+        assert!(drep.lossless);
+        assert_eq!(out, img, "{scorer:?}");
+        streams.push(bytes);
+    }
+    assert_ne!(streams[0], streams[1]);
 }
 
 #[test]

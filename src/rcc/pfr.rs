@@ -20,7 +20,7 @@
 
 use rayon::prelude::*;
 
-use super::{dim_kl_nats, plan_chunks, pool, step_kl_bits, ChunkPlan, RccParams, StepKey, StepStats, StepStd};
+use super::{dim_kl_nats, plan_chunks, pool, quant, step_kl_bits, ChunkPlan, RccParams, Scorer, StepKey, StepStats, StepStd};
 use crate::entropy::{quantize_kl, SymbolReader, SymbolWriter};
 use crate::error::{Error, Result};
 use crate::kernels::{gemm, score, Backend, Init, Rows};
@@ -78,14 +78,75 @@ fn place_candidate(key: StepKey, c: usize, log2_n: u32, j: u32, dims: &[u32], mu
     }
 }
 
-/// The PFR choice `argmax_j (score_j − ln T_j)` of chunk `c` (first maximum), with the
+/// The PFR search of one chunk, `argmax_j (score_j − ln T_j)` (first maximum), with the
 /// private Poisson process T_j = Σ_{i≤j} E_i, E_i = −ln U_i ~ Exp(1) (U_i = (2k+1)/2^24,
-/// k 23 bits) generated lazily: T_j grows with j, so once
-/// `max_j score_j − ln T_j` falls to the best value so far no later candidate can win, and the
-/// search stops (after ≈ 20% of the candidates on average, measured on the 1-D model). The
-/// result is exactly the full argmax.
-fn select(key: StepKey, c: usize, scores: &[f32]) -> u32 {
-    // the maximum in 16 lanes (a comparison the compiler vectorises; scores are finite)
+/// k 23 bits) generated lazily: T_j grows with j, so once `max_j score_j − ln T_j` falls to
+/// the best value so far no later candidate can win, and the search stops (after ≈ 20% of the
+/// candidates on average, measured on the 1-D model). The result is exactly the full argmax.
+/// The scores come in ranges ([`Search::feed`], the scorer's parts), in order.
+struct Search {
+    sk: u64,
+    /// T of the last candidate fed
+    t: f64,
+    best: (f64, u32),
+    /// the last computed ln T
+    lt_last: f64,
+    /// candidates fed so far
+    next: usize,
+    done: bool,
+}
+
+impl Search {
+    fn new(key: StepKey, c: usize) -> Self {
+        let pk = hash4(key.seed ^ PRIVATE_SEED_XOR, key.step as u64, c as u64, TAG_ARRIVALS);
+        Search { sk: stream_key(pk, 0), t: 0.0, best: (f64::NEG_INFINITY, 0), lt_last: f64::NEG_INFINITY, next: 0, done: false }
+    }
+
+    /// Feeds the scores of the next `scores.len()` candidates (a multiple of 16 unless it is
+    /// the last range); `max_sc` is the largest score of all candidates. Returns whether the
+    /// search has ended.
+    fn feed(&mut self, scores: &[f32], max_sc: f64) -> bool {
+        if self.done {
+            return true;
+        }
+        debug_assert!(self.next % 16 == 0);
+        // ln T_j is computed only where candidate j could win against the last computed ln T
+        // (ln T grows with j; the slack covers ln_f32's rounding, far below 1e-3) and at the
+        // first candidate of every block of 16 for the stopping rule: the same argmax, with a
+        // fraction of the logarithms
+        let mut ln_u = [0f32; 16];
+        let (mut t, mut best, mut lt_last) = (self.t, self.best, self.lt_last);
+        for (b, block) in scores.chunks(16).enumerate() {
+            let j0 = self.next + b * 16;
+            arrival_logs(self.sk, j0 as u64, &mut ln_u[..block.len()]);
+            for (i, &sc) in block.iter().enumerate() {
+                let j = j0 + i;
+                t -= ln_u[i] as f64;
+                if sc as f64 - lt_last <= best.0 - 1e-3 && i != 0 {
+                    continue;
+                }
+                let lt = ln_f32(t as f32) as f64;
+                lt_last = lt;
+                let v = sc as f64 - lt;
+                if v > best.0 {
+                    best = (v, j as u32);
+                }
+                if max_sc - lt <= best.0 {
+                    self.best = best;
+                    self.done = true;
+                    return true;
+                }
+            }
+        }
+        (self.t, self.best, self.lt_last) = (t, best, lt_last);
+        self.next += scores.len();
+        false
+    }
+}
+
+/// The largest of `scores` (in 16 lanes: a comparison the compiler vectorises; scores are
+/// finite).
+fn max_score(scores: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; 16];
     let mut it = scores.chunks_exact(16);
     for c in &mut it {
@@ -93,38 +154,24 @@ fn select(key: StepKey, c: usize, scores: &[f32]) -> u32 {
             *m = if v > *m { v } else { *m };
         }
     }
-    let max_sc = it.remainder().iter().chain(&lanes).fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-    let pk = hash4(key.seed ^ PRIVATE_SEED_XOR, key.step as u64, c as u64, TAG_ARRIVALS);
-    let sk = stream_key(pk, 0);
-    let mut t = 0.0f64;
-    let mut best = (f64::NEG_INFINITY, 0u32);
-    // ln T_j is computed only where candidate j could win against the last computed ln T
-    // (ln T grows with j; the slack covers ln_f32's rounding, far below 1e-3) and at the
-    // first candidate of every block of 16 for the stopping rule: the same argmax, with a
-    // fraction of the logarithms
-    let mut lt_last = f64::NEG_INFINITY;
-    let mut ln_u = [0f32; 16];
-    for (b, block) in scores.chunks(16).enumerate() {
-        let j0 = b * 16;
-        arrival_logs(sk, j0 as u64, &mut ln_u[..block.len()]);
-        for (i, &sc) in block.iter().enumerate() {
-            let j = j0 + i;
-            t -= ln_u[i] as f64;
-            if sc as f64 - lt_last <= best.0 - 1e-3 && i != 0 {
-                continue;
-            }
-            let lt = ln_f32(t as f32) as f64;
-            lt_last = lt;
-            let v = sc as f64 - lt;
-            if v > best.0 {
-                best = (v, j as u32);
-            }
-            if max_sc - lt <= best.0 {
-                return best.1;
-            }
+    it.remainder().iter().chain(&lanes).fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+}
+
+/// The PFR choice of chunk `c`, row `gi` of the scorer's `parts` (`parts[r]`: the scores of
+/// candidates `r·RANGE..` of every chunk of the group, row-major, [`score_parts`]).
+fn select(key: StepKey, c: usize, gi: usize, g: usize, parts: &[Vec<f32>]) -> u32 {
+    fn row(p: &[f32], gi: usize, g: usize) -> &[f32] {
+        let w = p.len() / g;
+        &p[gi * w..(gi + 1) * w]
+    }
+    let max_sc = parts.iter().map(|p| max_score(row(p, gi, g))).fold(f32::NEG_INFINITY, f32::max) as f64;
+    let mut s = Search::new(key, c);
+    for p in parts {
+        if s.feed(row(p, gi, g), max_sc) {
+            break;
         }
     }
-    best.1
+    s.best.1
 }
 
 /// `out[i] = ln U_{j0+i}`, the logarithms of the arrival uniforms of [`select`], 16 at a time
@@ -153,27 +200,60 @@ fn arrival_logs(sk: u64, j0: u64, out: &mut [f32]) {
     body(sk, j0, out)
 }
 
-/// Scores of the chunks `group` (`coef[c]`: chunk c's signed coefficients, `a_coef[c]` its
-/// quadratic coefficient) for all `2^l` candidates: row g = c − group.start, column j. Candidates are split into ranges scored in
-/// parallel; within a range, one GEMM per block of pool columns with the chunks as rows and
-/// the candidates as the long, vectorised dimension (the pool is stored column-major), then
-/// `a_coef · Σ z²` over the columns each chunk uses; with a quadratic coefficient per
-/// dimension (`a_dim[c]`, in chunk c's dimension order), one fused pass per panel instead ([`score::panel_scores`]). Every
-/// score is one fixed sequence of operations, so the result does not depend on the thread
-/// count.
-#[allow(clippy::too_many_arguments)]
-fn score_group(key: StepKey, l: u32, group: std::ops::Range<usize>, coef: &[Vec<f32>], a_coef: &[f32], a_dim: Option<&[Vec<f32>]>, out: &mut Vec<f32>) {
+/// Candidates per range of the scorers: a unit of parallel work.
+const RANGE: usize = 2048;
+
+/// What a group of chunks is scored with: `coef[c]` chunk c's signed linear coefficients,
+/// `a_coef[c]` its one quadratic coefficient, `a_dim[c]` its quadratic coefficient per
+/// dimension (in chunk c's dimension order) where the std is per dimension and scored exactly.
+struct Coefficients<'a> {
+    coef: &'a [Vec<f32>],
+    a_coef: &'a [f32],
+    a_dim: Option<&'a [Vec<f32>]>,
+}
+
+/// Scores of the chunks `chunks` for all `2^l` candidates, range by range: `parts[r]` holds
+/// candidates `r·RANGE..` of every chunk (g × w, row g the g-th of `chunks`); ranges are
+/// scored in parallel. With [`Scorer::Int8`] where it serves ([`quant::serves`]), the int8
+/// scorer ([`quant`]); otherwise the f32 one: per range, one GEMM per block of pool columns
+/// with the chunks as rows and the candidates as the long, vectorised dimension, plus
+/// `a_coef · Σ z²` over the columns each chunk uses, or with a quadratic coefficient per
+/// dimension one fused pass per panel ([`score::panel_scores`]). Every score is one fixed
+/// sequence of operations, so the result depends neither on the thread count nor on the other
+/// chunks of the group.
+fn score_parts(key: StepKey, l: u32, chunks: &[usize], cf: &Coefficients<'_>, scorer: Scorer) -> Vec<Vec<f32>> {
     let nc = 1usize << l;
-    let g = group.len();
+    let g = chunks.len();
+    let m_max = chunks.iter().map(|&c| cf.coef[c].len()).max().unwrap_or(0);
+    let ranges = nc.div_ceil(RANGE);
+    let range = |r: usize| (r * RANGE, RANGE.min(nc - r * RANGE));
+    if scorer == Scorer::Int8 && quant::serves(l, m_max) {
+        // the int8 scorer takes every dimension's quadratic coefficient
+        let quad: Vec<Vec<f32>> = match cf.a_dim {
+            Some(ad) => chunks.iter().map(|&c| ad[c].clone()).collect(),
+            None => chunks.iter().map(|&c| vec![cf.a_coef[c]; cf.coef[c].len()]).collect(),
+        };
+        let lin: Vec<Vec<f32>> = chunks.iter().map(|&c| cf.coef[c].clone()).collect();
+        let local: Vec<usize> = (0..g).collect();
+        let grp = quant::Group::new(&local, &lin, &quad);
+        return (0..ranges)
+            .into_par_iter()
+            .map(|r| {
+                let (j0, w) = range(r);
+                let mut c = vec![0f32; g * w];
+                grp.score_range(key, l, j0, w, &mut c);
+                c
+            })
+            .collect();
+    }
     let cols = pool::POOL_COLS;
-    let m_max = group.clone().map(|c| coef[c].len()).max().unwrap_or(0);
     let blocks = pool::blocks(m_max);
-    // the chunks' coefficients per block: A_s = g × 64, row-major (rows[c] in chunk order)
+    // the chunks' coefficients per block: A_s = g × 64, row-major (rows in `chunks` order)
     let per_block = |rows: &[Vec<f32>]| -> Vec<Vec<f32>> {
         (0..blocks)
             .map(|s| {
                 let mut a = vec![0f32; g * cols];
-                for (gi, c) in group.clone().enumerate() {
+                for (gi, &c) in chunks.iter().enumerate() {
                     for (kk, &v) in rows[c].iter().skip(s * cols).take(cols).enumerate() {
                         a[gi * cols + kk] = v;
                     }
@@ -182,12 +262,12 @@ fn score_group(key: StepKey, l: u32, group: std::ops::Range<usize>, coef: &[Vec<
             })
             .collect()
     };
-    let am = per_block(coef);
+    let am = per_block(cf.coef);
     // exact scoring of a std per dimension: each dimension's own quadratic coefficient a_d,
     // zero past the chunk's dimensions, for the fused panel kernel
-    let am2 = a_dim.map(per_block);
+    let am2 = cf.a_dim.map(per_block);
     let counts: Vec<Vec<usize>> = (0..blocks)
-        .map(|s| group.clone().map(|c| coef[c].len().saturating_sub(s * cols).min(cols)).collect())
+        .map(|s| chunks.iter().map(|&c| cf.coef[c].len().saturating_sub(s * cols).min(cols)).collect())
         .collect();
     // the distinct column counts of each block, ascending (chunks differ by one dimension)
     let distinct: Vec<Vec<usize>> = counts
@@ -199,26 +279,16 @@ fn score_group(key: StepKey, l: u32, group: std::ops::Range<usize>, coef: &[Vec<
             d
         })
         .collect();
-    let a_group = &a_coef[group.clone()];
-    const RANGE: usize = 2048;
-    let ranges = nc.div_ceil(RANGE);
-    let parts: Vec<Vec<f32>> = (0..ranges)
+    let a_group: Vec<f32> = chunks.iter().map(|&c| cf.a_coef[c]).collect();
+    (0..ranges)
         .into_par_iter()
         .map(|r| {
-            let (j0, w) = (r * RANGE, RANGE.min(nc - r * RANGE));
+            let (j0, w) = range(r);
             let mut c = vec![0f32; g * w];
-            score_range(key, l, j0, w, &am, am2.as_deref(), &counts, &distinct, a_group, &mut c);
+            score_range(key, l, j0, w, &am, am2.as_deref(), &counts, &distinct, &a_group, &mut c);
             c
         })
-        .collect();
-    out.clear();
-    out.resize(g * nc, 0.0);
-    for (r, part) in parts.iter().enumerate() {
-        let (j0, w) = (r * RANGE, RANGE.min(nc - r * RANGE));
-        for gi in 0..g {
-            out[gi * nc + j0..gi * nc + j0 + w].copy_from_slice(&part[gi * w..(gi + 1) * w]);
-        }
-    }
+        .collect()
 }
 
 /// Scores of candidates `j0..j0 + w` for the chunks of [`score_group`] into `c` (g × w).
@@ -401,18 +471,12 @@ pub fn encode_step<'s>(
         })
         .collect();
     let mut x = vec![0f32; dims];
-    let mut scores = Vec::new();
+    let cf = Coefficients { coef: &coef, a_coef: &a_coef, a_dim: a_dim.as_deref() };
     for g0 in (0..chunks).step_by(CHUNK_GROUP) {
         let group = g0..(g0 + CHUNK_GROUP).min(chunks);
-        score_group(key, l, group.clone(), &coef, &a_coef, a_dim.as_deref(), &mut scores);
-        let best: Vec<u32> = group
-            .clone()
-            .into_par_iter()
-            .map(|c| {
-                let gi = c - g0;
-                select(key, c, &scores[gi * nc..(gi + 1) * nc])
-            })
-            .collect();
+        let members: Vec<usize> = group.clone().collect();
+        let parts = score_parts(key, l, &members, &cf, params.scorer);
+        let best: Vec<u32> = members.par_iter().enumerate().map(|(gi, &c)| select(key, c, gi, members.len(), &parts)).collect();
         for (c, &j_star) in group.zip(&best) {
             stats.index_bits_ideal += w.write_index(j_star, index_key)?;
             let dims_c = &perm[chunk_range(c, chunks, dims)];
@@ -559,6 +623,13 @@ mod tests {
         })
     }
 
+    /// The f32 scorer's scores of one chunk, all candidates (l ≤ 11: one range).
+    fn one_part(key: StepKey, l: u32, coef: &[Vec<f32>], a_coef: &[f32], a_dim: Option<&[Vec<f32>]>) -> Vec<f32> {
+        let parts = score_parts(key, l, &[0], &Coefficients { coef, a_coef, a_dim }, Scorer::F32);
+        assert_eq!(parts.len(), 1);
+        parts.into_iter().next().unwrap()
+    }
+
     #[test]
     fn scores_equal_the_decoders_candidates() {
         // one chunk, one-hot coefficient at position k: the score of candidate j is the value
@@ -569,8 +640,7 @@ mod tests {
         for &(m, k, l) in &[(5usize, 0usize, 6u32), (100, 70, 8), (200, 199, 10), (70, 66, 2), (30, 3, 3)] {
             let mut coef = vec![vec![0f32; m]];
             coef[0][k] = 1.0;
-            let mut sc = Vec::new();
-            score_group(key, l, 0..1, &coef, &[0.0], None, &mut sc);
+            let sc = one_part(key, l, &coef, &[0.0], None);
             for j in [0u32, 3, (1 << l) - 1] {
                 let z = pool::candidate(key.seed, key.step, 0, l, j, m);
                 let sg = pool::signs(key.seed, key.step, 0, m);
@@ -579,14 +649,14 @@ mod tests {
             }
             // the quadratic term: a·‖z‖²
             let coef0 = vec![vec![0f32; m]];
-            score_group(key, l, 0..1, &coef0, &[-0.5], None, &mut sc);
+            let sc = one_part(key, l, &coef0, &[-0.5], None);
             let z = pool::candidate(key.seed, key.step, 0, l, 2, m);
             let n2: f32 = z.iter().map(|v| v * v).sum();
             assert!((sc[2] - (-0.5 * n2)).abs() < 1e-4 * n2.max(1.0));
             // the exact per-dimension term: a_d = −0.5 everywhere but −0.25 at position k
             let mut a_dim = vec![vec![-0.5f32; m]];
             a_dim[0][k] = -0.25;
-            score_group(key, l, 0..1, &coef0, &[-0.5], Some(&a_dim), &mut sc);
+            let sc = one_part(key, l, &coef0, &[-0.5], Some(&a_dim));
             let want = -0.5 * n2 + 0.25 * z[k] * z[k];
             assert!((sc[2] - want).abs() < 1e-4 * n2.max(1.0), "{} vs {want}", sc[2]);
         }
@@ -739,7 +809,12 @@ mod tests {
                 // a few strong candidates late in the list, as a chunk with a large KL has
                 let scores: Vec<f32> = z[..n].iter().enumerate().map(|(j, &v)| scale * v + if j % 977 == 976 { 2.0 * scale } else { 0.0 }).collect();
                 let key = StepKey { seed: 11, step: case as u32 };
-                assert_eq!(select(key, c, &scores), full(key, c, &scores), "n {n} scale {scale} chunk {c}");
+                let want = full(key, c, &scores);
+                // one part, or parts of 1,024 and 32 candidates (the search goes on across them)
+                for part in [n, 1024, 32] {
+                    let parts: Vec<Vec<f32>> = scores.chunks(part).map(|p| p.to_vec()).collect();
+                    assert_eq!(select(key, c, 0, 1, &parts), want, "n {n} scale {scale} chunk {c} parts of {part}");
+                }
             }
         }
     }

@@ -126,9 +126,118 @@ pub fn candidate(seed: u64, step: u32, c: u32, log2_n: u32, j: u32, m: usize) ->
     z
 }
 
+/// Levels per unit of the int8 pool: `zq = round(SCALE_I8 · z)`, so levels ±127 reach ±5.52
+/// (the pool's largest |z| is 5.50: nothing is clipped, `int8_pool_levels`).
+pub const SCALE_I8: f64 = 23.0;
+/// Units of the squares' levels per unit of z²: level 255 is (127 / SCALE_I8)².
+pub const SQ_SCALE: f64 = 255.0 * SCALE_I8 * SCALE_I8 / (127.0 * 127.0);
+
+/// `x` rounded to an integer, half to even, for |x| < 2^22 (the 1.5·2^23 trick: adds only, the
+/// same on every path; the release build targets baseline x86-64, where `round` is a call).
+#[inline(always)]
+fn round_even(x: f32) -> f32 {
+    (x + 12_582_912.0) - 12_582_912.0
+}
+
+/// The level of a square: `sq_level(q) = round(q² · SQ_SCALE / SCALE_I8²)`, at most 255.
+fn sq_level(q: f32) -> f32 {
+    round_even(q * q * (SQ_SCALE / (SCALE_I8 * SCALE_I8)) as f32).min(255.0)
+}
+
+/// One row's offset levels, `round(SCALE_I8 · z) + 128`, into `out` at the int8 layout's
+/// positions of row `i` of a panel. Compiled for AVX-512 where it runs.
+fn quantise_row(row: &[f32; POOL_COLS], i: usize, out: &mut [u8]) {
+    #[inline(always)]
+    fn body(row: &[f32; POOL_COLS], i: usize, out: &mut [u8]) {
+        let scale = SCALE_I8 as f32;
+        let mut b = [0u8; POOL_COLS];
+        for (o, &z) in b.iter_mut().zip(row) {
+            // round half to even by the 1.5·2^23 trick, then + 128: the low byte of the sum's
+            // bits is the offset level (integer operations only, so the loop vectorises)
+            let v = ((z * scale).max(-127.0).min(127.0) + 12_582_912.0) + 128.0;
+            *o = v.to_bits() as u8;
+        }
+        // four columns of row i per 64-byte group of the panel
+        for (k4, w) in b.chunks_exact(4).enumerate() {
+            out[k4 * 64 + i * 4..k4 * 64 + i * 4 + 4].copy_from_slice(w);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn wide(row: &[f32; POOL_COLS], i: usize, out: &mut [u8]) {
+        body(row, i, out)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if crate::kernels::use_avx512() {
+        // SAFETY: the AVX-512 back-end is chosen only where avx512f was detected.
+        return unsafe { wide(row, i, out) };
+    }
+    body(row, i, out)
+}
+
+/// The int8 copy of the pool the encoder scores candidates with ([`super::quant`]): private
+/// to the encoder (the stream depends only on the pool's values, which the decoder
+/// regenerates in f32), 32 MiB instead of 128, in
+/// [`crate::kernels::score::panel_scores_i8`]'s layout:
+/// `data[(r / PANEL) * PANEL_BYTES + (k / 4) * 64 + (r % PANEL) * 4 + k % 4] = round(SCALE_I8 · P[r, k]) + 128`.
+pub struct QuantPool {
+    pub data: Vec<u8>,
+    /// Levels of the squares: `ẑ² ≈ sq[|zq|] / SQ_SCALE`.
+    pub sq: [u8; 128],
+}
+
+/// The int8 pool, built on first use from the same normals as [`pool`] (which it does not
+/// need), panels in parallel; the values do not depend on the thread count.
+pub fn quant_pool() -> &'static QuantPool {
+    use crate::kernels::score::PANEL_BYTES;
+    static QP: OnceLock<QuantPool> = OnceLock::new();
+    QP.get_or_init(|| {
+        let mut data = vec![0u8; POOL_ROWS * POOL_COLS];
+        data.par_chunks_mut(PANEL_BYTES).enumerate().for_each(|(g, panel)| {
+            let mut row = [0f32; POOL_COLS];
+            for i in 0..PANEL {
+                fill_normals(POOL_KEY, (g * PANEL + i) as u64, &mut row);
+                quantise_row(&row, i, panel);
+            }
+        });
+        QuantPool { data, sq: std::array::from_fn(|a| sq_level(a as f32) as u8) }
+    })
+}
+
+/// Where the int8 panel that holds row `r` starts in [`QuantPool::data`].
+#[inline(always)]
+pub fn quant_panel(r: usize) -> usize {
+    (r / PANEL) * crate::kernels::score::PANEL_BYTES
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn int8_pool_levels() {
+        use crate::kernels::score::PANEL_BYTES;
+        let q = quant_pool();
+        let p = pool();
+        // every level is the rounding of its value (nothing clipped: the error is ≤ half a level)
+        let mut worst = 0f64;
+        for r in (0..POOL_ROWS).step_by(997).chain([POOL_ROWS - 1]) {
+            for k in 0..POOL_COLS {
+                let u = q.data[quant_panel(r) + (k / 4) * 64 + (r % PANEL) * 4 + k % 4];
+                let z = p[index(r, k)] as f64;
+                worst = worst.max((z - (u as f64 - 128.0) / SCALE_I8).abs());
+                assert!((1..=255).contains(&u));
+            }
+        }
+        assert!(worst <= 0.5 / SCALE_I8 + 1e-6, "{worst}");
+        assert_eq!(q.data.len(), POOL_ROWS / PANEL * PANEL_BYTES);
+        // the squares' levels: monotone, within half a level of ẑ² · SQ_SCALE
+        for a in 0..128usize {
+            let want = (a as f64 / SCALE_I8).powi(2) * SQ_SCALE;
+            assert!((q.sq[a] as f64 - want).abs() <= 0.5 + 1e-3, "{a}");
+            assert!(a == 0 || q.sq[a] >= q.sq[a - 1]);
+        }
+    }
 
     #[test]
     fn decoder_rows_equal_the_pool() {
