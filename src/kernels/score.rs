@@ -113,26 +113,26 @@ pub const PANEL_BYTES: usize = PANEL * COLS;
 /// column 4·k4 + t, little endian) and four quadratic ones (`quad[c * K4 + k4]`), in one
 /// common unit, adds
 ///
-/// `acc[c * ld + i] += Σ_k lin[c, k] · (zq(i, k) + 128) + quad[c, k] · sq[|zq(i, k)|]`
+/// `acc[c * ld + i] (+)= Σ_k lin[c, k] · (zq(i, k) + 128) + quad[c, k] · sq[|zq(i, k)|]`
 ///
-/// over `k < 4 · k4max[c]`, exactly (integers: every back-end gives the same values; the
+/// over `k < 4 · k4max[c]` (added to `acc` with `add`, stored over it without), exactly (integers: every back-end gives the same values; the
 /// caller keeps the sums below 2^31). Hand-written because it is the encoder's inner loop:
 /// with AVX-512 VNNI one instruction does 64 of these multiply-adds, four times the f32 FMA's
 /// 16, and the panel is a quarter of the f32 pool's bytes (the f32 scorer [`panel_scores`] is
 /// bound by streaming the pool from memory on the Intel Xeon, bench/rcc/session12/).
 #[allow(clippy::too_many_arguments)]
-pub fn panel_scores_i8(be: Backend, g: usize, lin: &[i32], quad: &[i32], k4max: &[usize], panel: &[u8], sq: &[u8; 128], acc: &mut [i32], ld: usize) {
+pub fn panel_scores_i8(be: Backend, g: usize, lin: &[i32], quad: &[i32], k4max: &[usize], panel: &[u8], sq: &[u8; 128], acc: &mut [i32], ld: usize, add: bool) {
     assert!(lin.len() >= g * K4 && quad.len() >= g * K4 && k4max.len() >= g && panel.len() >= PANEL_BYTES);
     assert!(g == 0 || acc.len() >= (g - 1) * ld + PANEL);
     assert!(k4max[..g].iter().all(|&k| k <= K4));
     #[cfg(target_arch = "x86_64")]
     if be == Backend::Avx512 && use_vnni() {
         // SAFETY: the features were detected at run time; the bounds were checked above.
-        unsafe { vnni::panel_scores_i8(g, lin, quad, k4max, panel, sq, acc, ld) };
+        unsafe { vnni::panel_scores_i8(g, lin, quad, k4max, panel, sq, acc, ld, add) };
         return;
     }
     let _ = be;
-    portable_i8(g, lin, quad, k4max, panel, sq, acc, ld);
+    portable_i8(g, lin, quad, k4max, panel, sq, acc, ld, add);
 }
 
 /// Whether the CPU has what [`panel_scores_i8`]'s AVX-512 VNNI kernel needs (VNNI, BW and
@@ -156,7 +156,7 @@ pub fn use_vnni() -> bool {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn portable_i8(g: usize, lin: &[i32], quad: &[i32], k4max: &[usize], panel: &[u8], sq: &[u8; 128], acc: &mut [i32], ld: usize) {
+fn portable_i8(g: usize, lin: &[i32], quad: &[i32], k4max: &[usize], panel: &[u8], sq: &[u8; 128], acc: &mut [i32], ld: usize, add: bool) {
     for c in 0..g {
         let mut a = [0i32; PANEL];
         for k4 in 0..k4max[c] {
@@ -170,7 +170,7 @@ fn portable_i8(g: usize, lin: &[i32], quad: &[i32], k4max: &[usize], panel: &[u8
             }
         }
         for (o, &v) in acc[c * ld..c * ld + PANEL].iter_mut().zip(&a) {
-            *o += v;
+            *o = if add { *o + v } else { v };
         }
     }
 }
@@ -186,13 +186,13 @@ mod vnni {
     /// chunk's columns are zero, so a group runs to its largest count.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn panel_scores_i8(g: usize, lin: &[i32], quad: &[i32], k4max: &[usize], panel: &[u8], sq: &[u8; 128], acc: &mut [i32], ld: usize) {
+    pub(super) unsafe fn panel_scores_i8(g: usize, lin: &[i32], quad: &[i32], k4max: &[usize], panel: &[u8], sq: &[u8; 128], acc: &mut [i32], ld: usize, add: bool) {
         let mut c0 = 0;
         while c0 < g {
             let n = g - c0;
             let nb = if n >= 16 { 16 } else if n >= 8 { 8 } else if n >= 4 { 4 } else if n >= 2 { 2 } else { 1 };
             let km = k4max[c0..c0 + nb].iter().copied().max().unwrap_or(0);
-            let args = (lin.as_ptr().add(c0 * K4), quad.as_ptr().add(c0 * K4), panel.as_ptr(), sq, acc.as_mut_ptr().add(c0 * ld), ld, km);
+            let args = (lin.as_ptr().add(c0 * K4), quad.as_ptr().add(c0 * K4), panel.as_ptr(), sq, acc.as_mut_ptr().add(c0 * ld), ld, km, add);
             match nb {
                 16 => rows::<16>(args),
                 8 => rows::<8>(args),
@@ -204,10 +204,10 @@ mod vnni {
         }
     }
 
-    type Args<'a> = (*const i32, *const i32, *const u8, &'a [u8; 128], *mut i32, usize, usize);
+    type Args<'a> = (*const i32, *const i32, *const u8, &'a [u8; 128], *mut i32, usize, usize, bool);
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi")]
-    unsafe fn rows<const NB: usize>((lp, qp, pp, sq, op, ld, km): Args<'_>) {
+    unsafe fn rows<const NB: usize>((lp, qp, pp, sq, op, ld, km, add): Args<'_>) {
         let lo = _mm512_loadu_si512(sq.as_ptr() as *const _);
         let hi = _mm512_loadu_si512(sq.as_ptr().add(64) as *const _);
         let flip = _mm512_set1_epi8(-128);
@@ -222,7 +222,8 @@ mod vnni {
         }
         for (r, ar) in a.iter().enumerate() {
             let o = op.add(r * ld);
-            _mm512_storeu_si512(o as *mut _, _mm512_add_epi32(_mm512_loadu_si512(o as *const _), *ar));
+            let v = if add { _mm512_add_epi32(_mm512_loadu_si512(o as *const _), *ar) } else { *ar };
+            _mm512_storeu_si512(o as *mut _, v);
         }
     }
 }
@@ -260,7 +261,7 @@ mod tests {
             let ld = 37;
             let init: Vec<i32> = (0..g * ld).map(|_| (r() % 1000) as i32 - 500).collect();
             let mut want = init.clone();
-            portable_i8(g, &lin, &quad, &k4max, &panel, &sq, &mut want, ld);
+            portable_i8(g, &lin, &quad, &k4max, &panel, &sq, &mut want, ld, true);
             for c in 0..g {
                 for i in 0..PANEL {
                     let mut v = init[c * ld + i] as i64;
@@ -274,8 +275,17 @@ mod tests {
             }
             for be in Backend::available() {
                 let mut got = init.clone();
-                panel_scores_i8(be, g, &lin, &quad, &k4max, &panel, &sq, &mut got, ld);
+                panel_scores_i8(be, g, &lin, &quad, &k4max, &panel, &sq, &mut got, ld, true);
                 assert_eq!(got, want, "g {g} {be:?} (vnni: {})", use_vnni());
+                // stored over the buffer: the sums alone (rows between chunks untouched)
+                let mut got = init.clone();
+                panel_scores_i8(be, g, &lin, &quad, &k4max, &panel, &sq, &mut got, ld, false);
+                for c in 0..g {
+                    for i in 0..ld {
+                        let want_ci = if i < PANEL { want[c * ld + i] - init[c * ld + i] } else { init[c * ld + i] };
+                        assert_eq!(got[c * ld + i], want_ci, "g {g} {be:?} stored, chunk {c} lane {i}");
+                    }
+                }
             }
         }
     }

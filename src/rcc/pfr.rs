@@ -79,27 +79,51 @@ fn place_candidate(key: StepKey, c: usize, log2_n: u32, j: u32, dims: &[u32], mu
 }
 
 /// The PFR search of one chunk, `argmax_j (score_j − ln T_j)` (first maximum), with the
-/// private Poisson process T_j = Σ_{i≤j} E_i, E_i = −ln U_i ~ Exp(1) (U_i = (2k+1)/2^24,
-/// k 23 bits) generated lazily: T_j grows with j, so once `max_j score_j − ln T_j` falls to
-/// the best value so far no later candidate can win, and the search stops (after ≈ 20% of the
-/// candidates on average, measured on the 1-D model). The result is exactly the full argmax.
-/// The scores come in ranges ([`Search::feed`], the scorer's parts), in order.
+/// private Poisson process of arrival times T_j, E_i = −ln U_i ~ Exp(1) (U_i = (2k+1)/2^24,
+/// k 23 bits), generated lazily in blocks of 16 candidates: a block ends at
+/// `T_start + Σ_{i in block} E_i` (the sum in a fixed pairwise order, [`block_span`]), and
+/// inside it T_j = T_start + E_{j0} + … + E_j. T_j grows with j, so
+/// - a block whose largest score s satisfies `s − ln T_start ≤ best` cannot hold the winner and
+///   is passed with one logarithm (most blocks: the search's cost is per block, not per
+///   candidate);
+/// - once `max_j score_j − ln T_start` falls to the best value so far no later candidate can
+///   win, and the search stops (after ≈ 20% of the candidates on average, measured on the 1-D
+///   model).
+///
+/// The result is exactly the argmax over all candidates. The scores come in ranges
+/// ([`Search::feed`], the scorer's parts), in order.
 struct Search {
     sk: u64,
-    /// T of the last candidate fed
+    /// T of the last candidate fed (0 before the first)
     t: f64,
     best: (f64, u32),
-    /// the last computed ln T
-    lt_last: f64,
     /// candidates fed so far
     next: usize,
     done: bool,
 }
 
+/// Σ −ln U over a block, in f64, in a fixed pairwise order (the compiler may vectorise it; the
+/// order is the same on every path).
+#[inline(always)]
+fn block_span(ln_u: &[f32]) -> f64 {
+    let mut v = [0f64; 16];
+    for (o, &l) in v.iter_mut().zip(ln_u) {
+        *o = -(l as f64);
+    }
+    let mut w = 16;
+    while w > 1 {
+        w /= 2;
+        for i in 0..w {
+            v[i] += v[i + w];
+        }
+    }
+    v[0]
+}
+
 impl Search {
     fn new(key: StepKey, c: usize) -> Self {
         let pk = hash4(key.seed ^ PRIVATE_SEED_XOR, key.step as u64, c as u64, TAG_ARRIVALS);
-        Search { sk: stream_key(pk, 0), t: 0.0, best: (f64::NEG_INFINITY, 0), lt_last: f64::NEG_INFINITY, next: 0, done: false }
+        Search { sk: stream_key(pk, 0), t: 0.0, best: (f64::NEG_INFINITY, 0), next: 0, done: false }
     }
 
     /// Feeds the scores of the next `scores.len()` candidates (a multiple of 16 unless it is
@@ -110,35 +134,36 @@ impl Search {
             return true;
         }
         debug_assert!(self.next % 16 == 0);
-        // ln T_j is computed only where candidate j could win against the last computed ln T
-        // (ln T grows with j; the slack covers ln_f32's rounding, far below 1e-3) and at the
-        // first candidate of every block of 16 for the stopping rule: the same argmax, with a
-        // fraction of the logarithms
         let mut ln_u = [0f32; 16];
-        let (mut t, mut best, mut lt_last) = (self.t, self.best, self.lt_last);
+        let (mut t, mut best) = (self.t, self.best);
         for (b, block) in scores.chunks(16).enumerate() {
             let j0 = self.next + b * 16;
+            let lt_start = if t > 0.0 { ln_f32(t as f32) as f64 } else { f64::NEG_INFINITY };
+            if max_sc - lt_start <= best.0 {
+                self.best = best;
+                self.done = true;
+                return true;
+            }
             arrival_logs(self.sk, j0 as u64, &mut ln_u[..block.len()]);
-            for (i, &sc) in block.iter().enumerate() {
-                let j = j0 + i;
-                t -= ln_u[i] as f64;
-                if sc as f64 - lt_last <= best.0 - 1e-3 && i != 0 {
-                    continue;
-                }
-                let lt = ln_f32(t as f32) as f64;
-                lt_last = lt;
-                let v = sc as f64 - lt;
-                if v > best.0 {
-                    best = (v, j as u32);
-                }
-                if max_sc - lt <= best.0 {
-                    self.best = best;
-                    self.done = true;
-                    return true;
+            let bmax = block.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m }) as f64;
+            if bmax - lt_start > best.0 {
+                // the block may hold the winner: every candidate's own T where its score
+                // could beat the best (ln T_j ≥ ln T_start)
+                let mut tj = t;
+                for (i, &sc) in block.iter().enumerate() {
+                    tj -= ln_u[i] as f64;
+                    if sc as f64 - lt_start <= best.0 {
+                        continue;
+                    }
+                    let v = sc as f64 - ln_f32(tj as f32) as f64;
+                    if v > best.0 {
+                        best = (v, (j0 + i) as u32);
+                    }
                 }
             }
+            t += block_span(&ln_u[..block.len()]);
         }
-        (self.t, self.best, self.lt_last) = (t, best, lt_last);
+        (self.t, self.best) = (t, best);
         self.next += scores.len();
         false
     }
@@ -157,17 +182,37 @@ fn max_score(scores: &[f32]) -> f32 {
     it.remainder().iter().chain(&lanes).fold(f32::NEG_INFINITY, |m, &v| m.max(v))
 }
 
-/// The PFR choice of chunk `c`, row `gi` of the scorer's `parts` (`parts[r]`: the scores of
-/// candidates `r·RANGE..` of every chunk of the group, row-major, [`score_parts`]).
-fn select(key: StepKey, c: usize, gi: usize, g: usize, parts: &[Vec<f32>]) -> u32 {
-    fn row(p: &[f32], gi: usize, g: usize) -> &[f32] {
-        let w = p.len() / g;
-        &p[gi * w..(gi + 1) * w]
+/// The scores of a group of `g` chunks for `nc` candidates each, range-major: range `r`
+/// (candidates `r·RANGE..`, `w_r = min(RANGE, nc − r·RANGE)` of them) starts at `r·g·RANGE`,
+/// chunk `gi`'s `w_r` scores at `r·g·RANGE + gi·w_r` ([`score_parts`] writes it, ranges in
+/// parallel).
+struct Parts<'a> {
+    data: &'a [f32],
+    /// the largest score of chunk gi in range r at `r·g + gi`
+    maxima: &'a [f32],
+    g: usize,
+    nc: usize,
+}
+
+impl Parts<'_> {
+    fn ranges(&self) -> usize {
+        self.nc.div_ceil(RANGE)
     }
-    let max_sc = parts.iter().map(|p| max_score(row(p, gi, g))).fold(f32::NEG_INFINITY, f32::max) as f64;
+
+    /// Chunk `gi`'s scores in range `r`.
+    fn row(&self, r: usize, gi: usize) -> &[f32] {
+        let w = RANGE.min(self.nc - r * RANGE);
+        let o = r * self.g * RANGE + gi * w;
+        &self.data[o..o + w]
+    }
+}
+
+/// The PFR choice of chunk `c`, row `gi` of the scorer's `parts`.
+fn select(key: StepKey, c: usize, gi: usize, parts: &Parts<'_>) -> u32 {
+    let max_sc = (0..parts.ranges()).map(|r| parts.maxima[r * parts.g + gi]).fold(f32::NEG_INFINITY, f32::max) as f64;
     let mut s = Search::new(key, c);
-    for p in parts {
-        if s.feed(row(p, gi, g), max_sc) {
+    for r in 0..parts.ranges() {
+        if s.feed(parts.row(r, gi), max_sc) {
             break;
         }
     }
@@ -221,12 +266,15 @@ struct Coefficients<'a> {
 /// dimension one fused pass per panel ([`score::panel_scores`]). Every score is one fixed
 /// sequence of operations, so the result depends neither on the thread count nor on the other
 /// chunks of the group.
-fn score_parts(key: StepKey, l: u32, chunks: &[usize], cf: &Coefficients<'_>, scorer: Scorer) -> Vec<Vec<f32>> {
+fn score_parts(key: StepKey, l: u32, chunks: &[usize], cf: &Coefficients<'_>, scorer: Scorer, out: &mut Vec<f32>, maxima: &mut Vec<f32>) {
     let nc = 1usize << l;
     let g = chunks.len();
     let m_max = chunks.iter().map(|&c| cf.coef[c].len()).max().unwrap_or(0);
-    let ranges = nc.div_ceil(RANGE);
     let range = |r: usize| (r * RANGE, RANGE.min(nc - r * RANGE));
+    // (no zeroing: every score is written)
+    out.resize(g * nc, 0.0);
+    maxima.resize(nc.div_ceil(RANGE) * g, 0.0);
+    let parts = out[..g * nc].par_chunks_mut(g * RANGE).zip(maxima.par_chunks_mut(g)).enumerate();
     if scorer == Scorer::Int8 && quant::serves(l, m_max) {
         // the int8 scorer takes every dimension's quadratic coefficient
         let quad: Vec<Vec<f32>> = match cf.a_dim {
@@ -236,15 +284,11 @@ fn score_parts(key: StepKey, l: u32, chunks: &[usize], cf: &Coefficients<'_>, sc
         let lin: Vec<Vec<f32>> = chunks.iter().map(|&c| cf.coef[c].clone()).collect();
         let local: Vec<usize> = (0..g).collect();
         let grp = quant::Group::new(&local, &lin, &quad);
-        return (0..ranges)
-            .into_par_iter()
-            .map(|r| {
-                let (j0, w) = range(r);
-                let mut c = vec![0f32; g * w];
-                grp.score_range(key, l, j0, w, &mut c);
-                c
-            })
-            .collect();
+        parts.for_each(|(r, (c, mx))| {
+            let (j0, w) = range(r);
+            grp.score_range(key, l, j0, w, c, mx);
+        });
+        return;
     }
     let cols = pool::POOL_COLS;
     let blocks = pool::blocks(m_max);
@@ -280,15 +324,13 @@ fn score_parts(key: StepKey, l: u32, chunks: &[usize], cf: &Coefficients<'_>, sc
         })
         .collect();
     let a_group: Vec<f32> = chunks.iter().map(|&c| cf.a_coef[c]).collect();
-    (0..ranges)
-        .into_par_iter()
-        .map(|r| {
-            let (j0, w) = range(r);
-            let mut c = vec![0f32; g * w];
-            score_range(key, l, j0, w, &am, am2.as_deref(), &counts, &distinct, &a_group, &mut c);
-            c
-        })
-        .collect()
+    parts.for_each(|(r, (c, mx))| {
+        let (j0, w) = range(r);
+        score_range(key, l, j0, w, &am, am2.as_deref(), &counts, &distinct, &a_group, c);
+        for (gi, m) in mx.iter_mut().enumerate() {
+            *m = max_score(&c[gi * w..(gi + 1) * w]);
+        }
+    });
 }
 
 /// Scores of candidates `j0..j0 + w` for the chunks of [`score_group`] into `c` (g × w).
@@ -472,11 +514,16 @@ pub fn encode_step<'s>(
         .collect();
     let mut x = vec![0f32; dims];
     let cf = Coefficients { coef: &coef, a_coef: &a_coef, a_dim: a_dim.as_deref() };
+    // the scores of a group, kept between steps (a fresh buffer per step costs page faults)
+    thread_local!(static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) });
+    let mut scores = SCORES.with(|s| s.take());
+    let mut maxima = Vec::new();
     for g0 in (0..chunks).step_by(CHUNK_GROUP) {
         let group = g0..(g0 + CHUNK_GROUP).min(chunks);
         let members: Vec<usize> = group.clone().collect();
-        let parts = score_parts(key, l, &members, &cf, params.scorer);
-        let best: Vec<u32> = members.par_iter().enumerate().map(|(gi, &c)| select(key, c, gi, members.len(), &parts)).collect();
+        score_parts(key, l, &members, &cf, params.scorer, &mut scores, &mut maxima);
+        let parts = Parts { data: &scores, maxima: &maxima, g: members.len(), nc };
+        let best: Vec<u32> = members.par_iter().enumerate().map(|(gi, &c)| select(key, c, gi, &parts)).collect();
         for (c, &j_star) in group.zip(&best) {
             stats.index_bits_ideal += w.write_index(j_star, index_key)?;
             let dims_c = &perm[chunk_range(c, chunks, dims)];
@@ -510,6 +557,7 @@ pub fn encode_step<'s>(
             }
         }
     }
+    SCORES.with(|s| s.replace(scores));
     Ok((x, stats))
 }
 
@@ -625,9 +673,11 @@ mod tests {
 
     /// The f32 scorer's scores of one chunk, all candidates (l ≤ 11: one range).
     fn one_part(key: StepKey, l: u32, coef: &[Vec<f32>], a_coef: &[f32], a_dim: Option<&[Vec<f32>]>) -> Vec<f32> {
-        let parts = score_parts(key, l, &[0], &Coefficients { coef, a_coef, a_dim }, Scorer::F32);
-        assert_eq!(parts.len(), 1);
-        parts.into_iter().next().unwrap()
+        let (mut out, mut mx) = (Vec::new(), Vec::new());
+        score_parts(key, l, &[0], &Coefficients { coef, a_coef, a_dim }, Scorer::F32, &mut out, &mut mx);
+        assert_eq!(mx, vec![max_score(&out)]);
+        assert_eq!(out.len(), 1 << l);
+        out
     }
 
     #[test]
@@ -792,13 +842,22 @@ mod tests {
         fn full(key: StepKey, c: usize, scores: &[f32]) -> u32 {
             let sk = stream_key(hash4(key.seed ^ PRIVATE_SEED_XOR, key.step as u64, c as u64, TAG_ARRIVALS), 0);
             let (mut t, mut best) = (0.0f64, (f64::NEG_INFINITY, 0u32));
-            for (j, &sc) in scores.iter().enumerate() {
-                let k = (bits_at(sk, j as u64) >> 41) as u32;
-                t -= ln_f32((2 * k + 1) as f32 * (1.0 / 16_777_216.0)) as f64;
-                let v = sc as f64 - ln_f32(t as f32) as f64;
-                if v > best.0 {
-                    best = (v, j as u32);
+            for (b, block) in scores.chunks(16).enumerate() {
+                let ln_u: Vec<f32> = (0..block.len())
+                    .map(|i| {
+                        let k = (bits_at(sk, (b * 16 + i) as u64) >> 41) as u32;
+                        ln_f32((2 * k + 1) as f32 * (1.0 / 16_777_216.0))
+                    })
+                    .collect();
+                let mut tj = t;
+                for (i, &sc) in block.iter().enumerate() {
+                    tj -= ln_u[i] as f64;
+                    let v = sc as f64 - ln_f32(tj as f32) as f64;
+                    if v > best.0 {
+                        best = (v, (b * 16 + i) as u32);
+                    }
                 }
+                t += block_span(&ln_u);
             }
             best.1
         }
@@ -811,9 +870,18 @@ mod tests {
                 let key = StepKey { seed: 11, step: case as u32 };
                 let want = full(key, c, &scores);
                 // one part, or parts of 1,024 and 32 candidates (the search goes on across them)
-                for part in [n, 1024, 32] {
-                    let parts: Vec<Vec<f32>> = scores.chunks(part).map(|p| p.to_vec()).collect();
-                    assert_eq!(select(key, c, 0, 1, &parts), want, "n {n} scale {scale} chunk {c} parts of {part}");
+                let maxima: Vec<f32> = scores.chunks(RANGE).map(max_score).collect();
+                assert_eq!(select(key, c, 0, &Parts { data: &scores, maxima: &maxima, g: 1, nc: n }), want, "n {n} scale {scale} chunk {c}");
+                // fed in pieces (the search goes on across them)
+                for piece in [1024, 32] {
+                    let mut s = Search::new(key, c);
+                    let max_sc = max_score(&scores) as f64;
+                    for p in scores.chunks(piece) {
+                        if s.feed(p, max_sc) {
+                            break;
+                        }
+                    }
+                    assert_eq!(s.best.1, want, "n {n} scale {scale} chunk {c} pieces of {piece}");
                 }
             }
         }

@@ -99,39 +99,50 @@ impl Group {
 
     /// The scores of candidates `j0..j0 + w` (`w` a multiple of 16) of a step with `2^l`
     /// candidates per chunk into `out` (g × w, row g the g-th chunk), in nats up to a constant
-    /// per chunk. Every window is read panel by panel, block after block.
-    pub fn score_range(&self, key: StepKey, l: u32, j0: usize, w: usize, out: &mut [f32]) {
+    /// per chunk, and each row's largest into `max[g]`. Every window is read panel by panel,
+    /// block after block.
+    pub fn score_range(&self, key: StepKey, l: u32, j0: usize, w: usize, out: &mut [f32], max: &mut [f32]) {
         let qp = pool::quant_pool();
         let be = Backend::detect();
         let g = self.levels.len();
         debug_assert!(w % PANEL == 0 && out.len() == g * w);
-        let mut acc = vec![0i32; g * w];
+        // the integer sums, in a buffer kept per thread (a fresh one per range costs page faults)
+        thread_local!(static ACC: std::cell::RefCell<Vec<i32>> = const { std::cell::RefCell::new(Vec::new()) });
+        let mut acc = ACC.with(|a| a.take());
+        // (every sum is stored by the first block: no zeroing)
+        acc.resize(g * w, 0);
         for (s, ((lin, quad), k4max)) in self.lin.iter().zip(&self.quad).zip(&self.k4max).enumerate() {
             let r0 = pool::window_start(key.seed, key.step, l, s) + j0;
             for jj in (0..w).step_by(PANEL) {
                 let p0 = pool::quant_panel(r0 + jj);
-                panel_scores_i8(be, g, lin, quad, k4max, &qp.data[p0..p0 + PANEL_BYTES], &qp.sq, &mut acc[jj..], w);
+                panel_scores_i8(be, g, lin, quad, k4max, &qp.data[p0..p0 + PANEL_BYTES], &qp.sq, &mut acc[jj..], w, s > 0);
             }
         }
         for (gi, q) in self.levels.iter().enumerate() {
             let rows = gi * w..(gi + 1) * w;
-            convert(&acc[rows.clone()], q.offset, q.inv_unit, &mut out[rows]);
+            max[gi] = convert(&acc[rows.clone()], q.offset, q.inv_unit, &mut out[rows]);
         }
+        ACC.with(|a| a.replace(acc));
     }
 }
 
 /// `out[i] = (acc[i] − offset) · inv` in f32 (the exact integer difference, then one rounding
-/// each; vectorised where AVX-512 runs, the same operations).
-fn convert(acc: &[i32], offset: i32, inv: f32, out: &mut [f32]) {
+/// each; vectorised where AVX-512 runs, the same operations); returns the largest.
+fn convert(acc: &[i32], offset: i32, inv: f32, out: &mut [f32]) -> f32 {
     #[inline(always)]
-    fn body(acc: &[i32], offset: i32, inv: f32, out: &mut [f32]) {
-        for (o, &a) in out.iter_mut().zip(acc) {
-            *o = a.wrapping_sub(offset) as f32 * inv;
+    fn body(acc: &[i32], offset: i32, inv: f32, out: &mut [f32]) -> f32 {
+        let mut lanes = [f32::NEG_INFINITY; 16];
+        for (o16, a16) in out.chunks_mut(16).zip(acc.chunks(16)) {
+            for ((o, &a), m) in o16.iter_mut().zip(a16).zip(lanes.iter_mut()) {
+                *o = a.wrapping_sub(offset) as f32 * inv;
+                *m = if *o > *m { *o } else { *m };
+            }
         }
+        lanes.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
     }
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn wide(acc: &[i32], offset: i32, inv: f32, out: &mut [f32]) {
+    unsafe fn wide(acc: &[i32], offset: i32, inv: f32, out: &mut [f32]) -> f32 {
         body(acc, offset, inv, out)
     }
     #[cfg(target_arch = "x86_64")]
@@ -167,7 +178,11 @@ mod tests {
         let grp = Group::new(&chunks, &lin, &quad);
         let w = 1usize << l;
         let mut sc = vec![0f32; ms.len() * w];
-        grp.score_range(key, l, 0, w, &mut sc);
+        let mut mx = vec![0f32; ms.len()];
+        grp.score_range(key, l, 0, w, &mut sc, &mut mx);
+        for c in 0..ms.len() {
+            assert_eq!(mx[c], sc[c * w..(c + 1) * w].iter().copied().fold(f32::NEG_INFINITY, f32::max));
+        }
         for (c, &m) in ms.iter().enumerate() {
             let signs = pool::signs(key.seed, key.step, c as u32, m);
             let exact: Vec<f64> = (0..w as u32)
@@ -200,10 +215,10 @@ mod tests {
         let quad: Vec<Vec<f32>> = lin.iter().map(|v| v.iter().map(|x| -0.01 * x.abs()).collect()).collect();
         let all: Vec<usize> = (0..19).collect();
         let mut sc = vec![0f32; 19 * w];
-        Group::new(&all, &lin, &quad).score_range(key, l, 0, w, &mut sc);
+        Group::new(&all, &lin, &quad).score_range(key, l, 0, w, &mut sc, &mut [0.0; 19]);
         for c in [0usize, 5, 18] {
             let mut one = vec![0f32; w];
-            Group::new(&[c], &lin, &quad).score_range(key, l, 0, w, &mut one);
+            Group::new(&[c], &lin, &quad).score_range(key, l, 0, w, &mut one, &mut [0.0]);
             assert_eq!(one, sc[c * w..(c + 1) * w].to_vec(), "chunk {c}");
         }
     }
