@@ -129,14 +129,17 @@ impl Search {
     /// Feeds the scores of the next `scores.len()` candidates (a multiple of 16 unless it is
     /// the last range); `max_sc` is the largest score of all candidates. Returns whether the
     /// search has ended.
-    fn feed(&mut self, scores: &[f32], max_sc: f64) -> bool {
+    fn feed(&mut self, scores: Row<'_>, max_sc: f64) -> bool {
         if self.done {
             return true;
         }
         debug_assert!(self.next % 16 == 0);
         let mut ln_u = [0f32; 16];
+        let mut buf = [0f32; 16];
         let (mut t, mut best) = (self.t, self.best);
-        for (b, block) in scores.chunks(16).enumerate() {
+        for b in 0..scores.len().div_ceil(16) {
+            let n = scores.block(b, &mut buf);
+            let block = &buf[..n];
             let j0 = self.next + b * 16;
             let lt_start = if t > 0.0 { ln_f32(t as f32) as f64 } else { f64::NEG_INFINITY };
             if max_sc - lt_start <= best.0 {
@@ -169,6 +172,43 @@ impl Search {
     }
 }
 
+/// One chunk's scores in one range: f32, or the int8 scorer's integer sums with the chunk's
+/// offset and unit ([`quant`]), converted block by block where the search reads them (a
+/// fraction of the candidates) by the same operations that gave their maximum.
+#[derive(Clone, Copy)]
+enum Row<'a> {
+    F32(&'a [f32]),
+    I32(&'a [i32], i32, f32),
+}
+
+impl Row<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Row::F32(v) => v.len(),
+            Row::I32(v, ..) => v.len(),
+        }
+    }
+
+    /// The scores of block `b` (candidates 16·b..) into `out`; returns how many.
+    #[inline]
+    fn block(&self, b: usize, out: &mut [f32; 16]) -> usize {
+        match *self {
+            Row::F32(v) => {
+                let s = &v[b * 16..v.len().min(b * 16 + 16)];
+                out[..s.len()].copy_from_slice(s);
+                s.len()
+            }
+            Row::I32(v, offset, inv) => {
+                let s = &v[b * 16..v.len().min(b * 16 + 16)];
+                for (o, &a) in out.iter_mut().zip(s) {
+                    *o = quant::to_score(a, offset, inv);
+                }
+                s.len()
+            }
+        }
+    }
+}
+
 /// The largest of `scores` (in 16 lanes: a comparison the compiler vectorises; scores are
 /// finite).
 fn max_score(scores: &[f32]) -> f32 {
@@ -185,9 +225,10 @@ fn max_score(scores: &[f32]) -> f32 {
 /// The scores of a group of `g` chunks for `nc` candidates each, range-major: range `r`
 /// (candidates `r·RANGE..`, `w_r = min(RANGE, nc − r·RANGE)` of them) starts at `r·g·RANGE`,
 /// chunk `gi`'s `w_r` scores at `r·g·RANGE + gi·w_r` ([`score_parts`] writes it, ranges in
-/// parallel).
+/// parallel): f32 scores, or the int8 scorer's sums with every chunk's (offset, 1/unit).
 struct Parts<'a> {
-    data: &'a [f32],
+    f32: &'a [f32],
+    i32: Option<(&'a [i32], &'a [(i32, f32)])>,
     /// the largest score of chunk gi in range r at `r·g + gi`
     maxima: &'a [f32],
     g: usize,
@@ -200,10 +241,13 @@ impl Parts<'_> {
     }
 
     /// Chunk `gi`'s scores in range `r`.
-    fn row(&self, r: usize, gi: usize) -> &[f32] {
+    fn row(&self, r: usize, gi: usize) -> Row<'_> {
         let w = RANGE.min(self.nc - r * RANGE);
         let o = r * self.g * RANGE + gi * w;
-        &self.data[o..o + w]
+        match self.i32 {
+            Some((d, scale)) => Row::I32(&d[o..o + w], scale[gi].0, scale[gi].1),
+            None => Row::F32(&self.f32[o..o + w]),
+        }
     }
 }
 
@@ -266,15 +310,16 @@ struct Coefficients<'a> {
 /// dimension one fused pass per panel ([`score::panel_scores`]). Every score is one fixed
 /// sequence of operations, so the result depends neither on the thread count nor on the other
 /// chunks of the group.
-fn score_parts(key: StepKey, l: u32, chunks: &[usize], cf: &Coefficients<'_>, scorer: Scorer, out: &mut Vec<f32>, maxima: &mut Vec<f32>) {
+/// Returns each chunk's (offset, 1/unit) where the int8 scorer ran: its sums are then in
+/// `out_i32`, otherwise the f32 scores in `out`.
+#[allow(clippy::too_many_arguments)]
+fn score_parts(key: StepKey, l: u32, chunks: &[usize], cf: &Coefficients<'_>, scorer: Scorer, out: &mut Vec<f32>, out_i32: &mut Vec<i32>, maxima: &mut Vec<f32>) -> Option<Vec<(i32, f32)>> {
     let nc = 1usize << l;
     let g = chunks.len();
     let m_max = chunks.iter().map(|&c| cf.coef[c].len()).max().unwrap_or(0);
     let range = |r: usize| (r * RANGE, RANGE.min(nc - r * RANGE));
     // (no zeroing: every score is written)
-    out.resize(g * nc, 0.0);
     maxima.resize(nc.div_ceil(RANGE) * g, 0.0);
-    let parts = out[..g * nc].par_chunks_mut(g * RANGE).zip(maxima.par_chunks_mut(g)).enumerate();
     if scorer == Scorer::Int8 && quant::serves(l, m_max) {
         // the int8 scorer takes every dimension's quadratic coefficient
         let quad: Vec<Vec<f32>> = match cf.a_dim {
@@ -284,11 +329,12 @@ fn score_parts(key: StepKey, l: u32, chunks: &[usize], cf: &Coefficients<'_>, sc
         let lin: Vec<Vec<f32>> = chunks.iter().map(|&c| cf.coef[c].clone()).collect();
         let local: Vec<usize> = (0..g).collect();
         let grp = quant::Group::new(&local, &lin, &quad);
-        parts.for_each(|(r, (c, mx))| {
+        out_i32.resize(g * nc, 0);
+        out_i32[..g * nc].par_chunks_mut(g * RANGE).zip(maxima.par_chunks_mut(g)).enumerate().for_each(|(r, (c, mx))| {
             let (j0, w) = range(r);
             grp.score_range(key, l, j0, w, c, mx);
         });
-        return;
+        return Some(grp.scales());
     }
     let cols = pool::POOL_COLS;
     let blocks = pool::blocks(m_max);
@@ -324,13 +370,15 @@ fn score_parts(key: StepKey, l: u32, chunks: &[usize], cf: &Coefficients<'_>, sc
         })
         .collect();
     let a_group: Vec<f32> = chunks.iter().map(|&c| cf.a_coef[c]).collect();
-    parts.for_each(|(r, (c, mx))| {
+    out.resize(g * nc, 0.0);
+    out[..g * nc].par_chunks_mut(g * RANGE).zip(maxima.par_chunks_mut(g)).enumerate().for_each(|(r, (c, mx))| {
         let (j0, w) = range(r);
         score_range(key, l, j0, w, &am, am2.as_deref(), &counts, &distinct, &a_group, c);
         for (gi, m) in mx.iter_mut().enumerate() {
             *m = max_score(&c[gi * w..(gi + 1) * w]);
         }
     });
+    None
 }
 
 /// Scores of candidates `j0..j0 + w` for the chunks of [`score_group`] into `c` (g × w).
@@ -515,14 +563,14 @@ pub fn encode_step<'s>(
     let mut x = vec![0f32; dims];
     let cf = Coefficients { coef: &coef, a_coef: &a_coef, a_dim: a_dim.as_deref() };
     // the scores of a group, kept between steps (a fresh buffer per step costs page faults)
-    thread_local!(static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) });
-    let mut scores = SCORES.with(|s| s.take());
+    thread_local!(static SCORES: std::cell::RefCell<(Vec<f32>, Vec<i32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) });
+    let (mut scores, mut sums) = SCORES.with(|s| s.take());
     let mut maxima = Vec::new();
     for g0 in (0..chunks).step_by(CHUNK_GROUP) {
         let group = g0..(g0 + CHUNK_GROUP).min(chunks);
         let members: Vec<usize> = group.clone().collect();
-        score_parts(key, l, &members, &cf, params.scorer, &mut scores, &mut maxima);
-        let parts = Parts { data: &scores, maxima: &maxima, g: members.len(), nc };
+        let scales = score_parts(key, l, &members, &cf, params.scorer, &mut scores, &mut sums, &mut maxima);
+        let parts = Parts { f32: &scores, i32: scales.as_deref().map(|sc| (&sums[..], sc)), maxima: &maxima, g: members.len(), nc };
         let best: Vec<u32> = members.par_iter().enumerate().map(|(gi, &c)| select(key, c, gi, &parts)).collect();
         for (c, &j_star) in group.zip(&best) {
             stats.index_bits_ideal += w.write_index(j_star, index_key)?;
@@ -557,7 +605,7 @@ pub fn encode_step<'s>(
             }
         }
     }
-    SCORES.with(|s| s.replace(scores));
+    SCORES.with(|s| s.replace((scores, sums)));
     Ok((x, stats))
 }
 
@@ -674,7 +722,7 @@ mod tests {
     /// The f32 scorer's scores of one chunk, all candidates (l ≤ 11: one range).
     fn one_part(key: StepKey, l: u32, coef: &[Vec<f32>], a_coef: &[f32], a_dim: Option<&[Vec<f32>]>) -> Vec<f32> {
         let (mut out, mut mx) = (Vec::new(), Vec::new());
-        score_parts(key, l, &[0], &Coefficients { coef, a_coef, a_dim }, Scorer::F32, &mut out, &mut mx);
+        assert!(score_parts(key, l, &[0], &Coefficients { coef, a_coef, a_dim }, Scorer::F32, &mut out, &mut Vec::new(), &mut mx).is_none());
         assert_eq!(mx, vec![max_score(&out)]);
         assert_eq!(out.len(), 1 << l);
         out
@@ -871,13 +919,13 @@ mod tests {
                 let want = full(key, c, &scores);
                 // one part, or parts of 1,024 and 32 candidates (the search goes on across them)
                 let maxima: Vec<f32> = scores.chunks(RANGE).map(max_score).collect();
-                assert_eq!(select(key, c, 0, &Parts { data: &scores, maxima: &maxima, g: 1, nc: n }), want, "n {n} scale {scale} chunk {c}");
+                assert_eq!(select(key, c, 0, &Parts { f32: &scores, i32: None, maxima: &maxima, g: 1, nc: n }), want, "n {n} scale {scale} chunk {c}");
                 // fed in pieces (the search goes on across them)
                 for piece in [1024, 32] {
                     let mut s = Search::new(key, c);
                     let max_sc = max_score(&scores) as f64;
                     for p in scores.chunks(piece) {
-                        if s.feed(p, max_sc) {
+                        if s.feed(Row::F32(p), max_sc) {
                             break;
                         }
                     }

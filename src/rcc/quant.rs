@@ -97,60 +97,64 @@ impl Group {
         Group { levels, lin, quad, k4max }
     }
 
-    /// The scores of candidates `j0..j0 + w` (`w` a multiple of 16) of a step with `2^l`
-    /// candidates per chunk into `out` (g × w, row g the g-th chunk), in nats up to a constant
-    /// per chunk, and each row's largest into `max[g]`. Every window is read panel by panel,
-    /// block after block.
-    pub fn score_range(&self, key: StepKey, l: u32, j0: usize, w: usize, out: &mut [f32], max: &mut [f32]) {
+    /// Every chunk's (offset, 1/unit): its score is [`to_score`] of its integer sum.
+    pub fn scales(&self) -> Vec<(i32, f32)> {
+        self.levels.iter().map(|q| (q.offset, q.inv_unit)).collect()
+    }
+
+    /// The integer sums of candidates `j0..j0 + w` (`w` a multiple of 16) of a step with
+    /// `2^l` candidates per chunk into `out` (g × w, row g the g-th chunk), and each row's
+    /// largest score into `max[g]`. Every window is read panel by panel, block after block.
+    pub fn score_range(&self, key: StepKey, l: u32, j0: usize, w: usize, out: &mut [i32], max: &mut [f32]) {
         let qp = pool::quant_pool();
         let be = Backend::detect();
         let g = self.levels.len();
         debug_assert!(w % PANEL == 0 && out.len() == g * w);
-        // the integer sums, in a buffer kept per thread (a fresh one per range costs page faults)
-        thread_local!(static ACC: std::cell::RefCell<Vec<i32>> = const { std::cell::RefCell::new(Vec::new()) });
-        let mut acc = ACC.with(|a| a.take());
-        // (every sum is stored by the first block: no zeroing)
-        acc.resize(g * w, 0);
         for (s, ((lin, quad), k4max)) in self.lin.iter().zip(&self.quad).zip(&self.k4max).enumerate() {
             let r0 = pool::window_start(key.seed, key.step, l, s) + j0;
             for jj in (0..w).step_by(PANEL) {
                 let p0 = pool::quant_panel(r0 + jj);
-                panel_scores_i8(be, g, lin, quad, k4max, &qp.data[p0..p0 + PANEL_BYTES], &qp.sq, &mut acc[jj..], w, s > 0);
+                // (the first block stores every sum: no zeroing)
+                panel_scores_i8(be, g, lin, quad, k4max, &qp.data[p0..p0 + PANEL_BYTES], &qp.sq, &mut out[jj..], w, s > 0);
             }
         }
         for (gi, q) in self.levels.iter().enumerate() {
-            let rows = gi * w..(gi + 1) * w;
-            max[gi] = convert(&acc[rows.clone()], q.offset, q.inv_unit, &mut out[rows]);
+            max[gi] = to_score(max_i32(&out[gi * w..(gi + 1) * w]), q.offset, q.inv_unit);
         }
-        ACC.with(|a| a.replace(acc));
     }
 }
 
-/// `out[i] = (acc[i] − offset) · inv` in f32 (the exact integer difference, then one rounding
-/// each; vectorised where AVX-512 runs, the same operations); returns the largest.
-fn convert(acc: &[i32], offset: i32, inv: f32, out: &mut [f32]) -> f32 {
+/// A candidate's score in nats (up to the chunk's constant) from its integer sum: the exact
+/// integer difference, then one rounding. Monotone in the sum, so the largest sum gives the
+/// largest score.
+#[inline(always)]
+pub fn to_score(sum: i32, offset: i32, inv_unit: f32) -> f32 {
+    sum.wrapping_sub(offset) as f32 * inv_unit
+}
+
+/// The largest of `v` (in 16 lanes; vectorised where AVX-512 runs).
+fn max_i32(v: &[i32]) -> i32 {
     #[inline(always)]
-    fn body(acc: &[i32], offset: i32, inv: f32, out: &mut [f32]) -> f32 {
-        let mut lanes = [f32::NEG_INFINITY; 16];
-        for (o16, a16) in out.chunks_mut(16).zip(acc.chunks(16)) {
-            for ((o, &a), m) in o16.iter_mut().zip(a16).zip(lanes.iter_mut()) {
-                *o = a.wrapping_sub(offset) as f32 * inv;
-                *m = if *o > *m { *o } else { *m };
+    fn body(v: &[i32]) -> i32 {
+        let mut lanes = [i32::MIN; 16];
+        for c in v.chunks(16) {
+            for (m, &x) in lanes.iter_mut().zip(c) {
+                *m = (*m).max(x);
             }
         }
-        lanes.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
+        lanes.into_iter().max().unwrap_or(i32::MIN)
     }
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn wide(acc: &[i32], offset: i32, inv: f32, out: &mut [f32]) -> f32 {
-        body(acc, offset, inv, out)
+    unsafe fn wide(v: &[i32]) -> i32 {
+        body(v)
     }
     #[cfg(target_arch = "x86_64")]
     if crate::kernels::use_avx512() {
         // SAFETY: the AVX-512 back-end is chosen only where avx512f was detected.
-        return unsafe { wide(acc, offset, inv, out) };
+        return unsafe { wide(v) };
     }
-    body(acc, offset, inv, out)
+    body(v)
 }
 
 #[cfg(test)]
@@ -177,9 +181,11 @@ mod tests {
         let chunks: Vec<usize> = (0..ms.len()).collect();
         let grp = Group::new(&chunks, &lin, &quad);
         let w = 1usize << l;
-        let mut sc = vec![0f32; ms.len() * w];
+        let mut sums = vec![0i32; ms.len() * w];
         let mut mx = vec![0f32; ms.len()];
-        grp.score_range(key, l, 0, w, &mut sc, &mut mx);
+        grp.score_range(key, l, 0, w, &mut sums, &mut mx);
+        let scales = grp.scales();
+        let sc: Vec<f32> = sums.iter().enumerate().map(|(i, &a)| to_score(a, scales[i / w].0, scales[i / w].1)).collect();
         for c in 0..ms.len() {
             assert_eq!(mx[c], sc[c * w..(c + 1) * w].iter().copied().fold(f32::NEG_INFINITY, f32::max));
         }
@@ -214,10 +220,10 @@ mod tests {
         let lin: Vec<Vec<f32>> = (0..19).map(|c| (0..(50 + c * 7)).map(|k| ((k * 13 + c) % 17) as f32 * 0.1 - 0.8).collect()).collect();
         let quad: Vec<Vec<f32>> = lin.iter().map(|v| v.iter().map(|x| -0.01 * x.abs()).collect()).collect();
         let all: Vec<usize> = (0..19).collect();
-        let mut sc = vec![0f32; 19 * w];
+        let mut sc = vec![0i32; 19 * w];
         Group::new(&all, &lin, &quad).score_range(key, l, 0, w, &mut sc, &mut [0.0; 19]);
         for c in [0usize, 5, 18] {
-            let mut one = vec![0f32; w];
+            let mut one = vec![0i32; w];
             Group::new(&[c], &lin, &quad).score_range(key, l, 0, w, &mut one, &mut [0.0]);
             assert_eq!(one, sc[c * w..(c + 1) * w].to_vec(), "chunk {c}");
         }
