@@ -1,4 +1,4 @@
-//! Container format tests: format/SPEC.md (version 7) against src/bitstream, the test vectors
+//! Container format tests: format/SPEC.md (version 8) against src/bitstream, the test vectors
 //! in format/vectors/, truncation, corruption and hostile input.
 
 use std::path::PathBuf;
@@ -55,7 +55,7 @@ fn vectors_match_readme_hashes() {
         assert_eq!(b.len().to_string(), cells[3], "{name}");
         n += 1;
     }
-    assert_eq!(n, 11);
+    assert_eq!(n, 12);
 }
 
 #[test]
@@ -101,18 +101,18 @@ fn vector_truncated_and_corrupt() {
     assert!(matches!(e, Error::Format(_)) && e.to_string().contains("version 2"), "{e}");
     let e = read(&vector("version3.ddpc")).unwrap_err();
     assert!(matches!(e, Error::Format(_)) && e.to_string().contains("version 3"), "{e}");
-    for v in 4..=6 {
+    for v in 4..=7 {
         let e = read(&vector(&format!("version{v}.ddpc"))).unwrap_err();
-        assert!(matches!(e, Error::Format(_)) && e.to_string().contains(&format!("format version {v} is not supported (this build reads version 7)")), "{e}");
+        assert!(matches!(e, Error::Format(_)) && e.to_string().contains(&format!("format version {v} is not supported (this build reads version 8)")), "{e}");
     }
-    // version5.ddpc and version6.ddpc are valid_default.ddpc with version byte 5 or 6 (and
-    // their header CRC)
-    for v in [5, 6] {
-        let mut v7 = vector(&format!("version{v}.ddpc"));
-        v7[4] = 7;
-        let crc = crc32fast::hash(&v7[..18]);
-        v7[18..22].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(v7, vector("valid_default.ddpc"));
+    // version5/6/7.ddpc are valid_default.ddpc with version byte 5, 6 or 7 (and their header
+    // CRC): the same container, other presets or body semantics
+    for v in [5, 6, 7] {
+        let mut v8 = vector(&format!("version{v}.ddpc"));
+        v8[4] = 8;
+        let crc = crc32fast::hash(&v8[..18]);
+        v8[18..22].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(v8, vector("valid_default.ddpc"));
     }
 }
 

@@ -88,7 +88,7 @@ impl std::str::FromStr for Scorer {
     }
 }
 
-/// Longest chain (K) that uses the short-chain preset (every step coded, 12-bit chunks).
+/// Longest chain (K) that uses the short-chain preset (every step coded).
 /// Measured on the first 20 CIFAR-10 test images (bench/rcc/README.md, session 10): deferral
 /// costs 0.01–0.02 bits/dim at K = 50 and gains 0.04 at K = 100, 0.07 at K = 200 and 0.25 at
 /// K = 1000.
@@ -98,14 +98,15 @@ pub const DEFAULT_DEFER_BITS: f64 = 24.0;
 
 impl Default for RccParams {
     fn default() -> Self {
-        // chosen by measurement (bench/rcc/README.md): 12-bit chunks with 2^(KL+3) candidates
+        // chosen by measurement (bench/rcc/README.md, session 13): 16-bit chunks with
+        // 2^(KL+2) candidates, at most 2^17, and the int8 scorer
         RccParams {
-            chunk_bits: 12.0,
-            margin_bits: 3,
+            chunk_bits: 16.0,
+            margin_bits: 2,
             min_log2_candidates: 4,
             max_log2_candidates: 17,
             skip_below_bits: 0.25,
-            tilt: 1.2,
+            tilt: 1.4,
             // measured on the first 20 test images, K = 50, learned variance (bench/rcc/README.md):
             // 4.976 against the chunk mean's 4.995 bits/dim, encode 1.15× the CPU time
             exact_quadratic: true,
@@ -118,17 +119,18 @@ impl Default for RccParams {
 impl RccParams {
     /// The named presets: the parameters a K-step chain uses unless told otherwise. Part of
     /// the format (format/SPEC.md § 3): a header without parameters means these.
-    /// - K ≤ [`DEFER_MAX_PLAIN_STEPS`]: [`RccParams::default`] (12-bit chunks, 2^(KL+3)
-    ///   candidates, tilt 1.2, every step coded).
-    /// - longer chains: 14-bit chunks with 2^(KL+2) candidates, tilt 1.3, and deferred steps
-    ///   ([`DEFAULT_DEFER_BITS`] per tile). Measured at K = 1000 on the first 20 CIFAR-10 test
-    ///   images (bench/rcc/README.md, session 11): 0.037 bits/dim below 12:3 at the same encode
-    ///   time, the file 1.08× its ideal instead of 1.11×.
+    /// - K ≤ [`DEFER_MAX_PLAIN_STEPS`]: [`RccParams::default`] (16-bit chunks, 2^(KL+2)
+    ///   candidates up to 2^17, tilt 1.4, every step coded).
+    /// - longer chains: the same chunks and deferred steps ([`DEFAULT_DEFER_BITS`] per tile).
+    ///
+    /// Measured on the first 20 CIFAR-10 test images with the int8 scorer (bench/rcc/README.md,
+    /// session 13): at K = 50, 0.060 bits/dim below format 7's 12-bit chunks with margin 3 and
+    /// the chain 1.07× its KL instead of 1.17×; at K = 1000, 0.017 below its 14-bit chunks.
     pub fn default_for(steps: usize) -> Self {
         if steps <= DEFER_MAX_PLAIN_STEPS {
             RccParams::default()
         } else {
-            RccParams { chunk_bits: 14.0, margin_bits: 2, tilt: 1.3, defer_bits: DEFAULT_DEFER_BITS, ..RccParams::default() }
+            RccParams { defer_bits: DEFAULT_DEFER_BITS, ..RccParams::default() }
         }
     }
 
@@ -398,7 +400,8 @@ mod tests {
         assert_eq!(RccParams::default_for(50), RccParams::default());
         assert_eq!(RccParams::default_for(50).defer_bits, 0.0);
         let long = RccParams::default_for(51);
-        assert_eq!((long.chunk_bits, long.margin_bits, long.tilt, long.defer_bits), (14.0, 2, 1.3, DEFAULT_DEFER_BITS));
+        assert_eq!((long.chunk_bits, long.margin_bits, long.tilt, long.defer_bits), (16.0, 2, 1.4, DEFAULT_DEFER_BITS));
+        assert_eq!(RccParams { defer_bits: 0.0, ..long.clone() }, RccParams::default());
         assert_eq!(RccParams::default_for(1000), long);
         long.validate().unwrap();
     }
