@@ -16,6 +16,8 @@ mkdir -p bench/rcc/session13 bench/lossless_500_session13 bench/lossless_500_k10
 RAYON_NUM_THREADS=1 $S "$DATA" 20 50 learned "12:3:17:0.25:1.2:1:0:f32,12:3:17:0.25:1.2:1:0:int8,13:3:17:0.25:1.25:1:0:int8,14:2:17:0.25:1.2:1:0:int8,14:2:17:0.25:1.3:1:0:int8,14:3:17:0.25:1.3:1:0:int8,15:2:17:0.25:1.4:1:0:int8,16:1:17:0.25:1.5:1:0:int8,16:2:17:0.25:1.3:1:0:int8,16:2:17:0.25:1.4:1:0:int8,16:2:17:0.25:1.5:1:0:int8,16:2:17:0.25:1.4:1:0:f32,16:2:18:0.25:1.4:1:0:int8,16:3:18:0.25:1.4:1:0:int8,18:2:19:0.25:1.5:1:0:int8" > bench/rcc/session13/chunks_20img_k50.csv
 RAYON_NUM_THREADS=1 $S "$DATA" 20 1000 learned "14:2:17:0.25:1.3:1:24:int8,16:2:17:0.25:1.4:1:24:int8,16:2:17:0.25:1.5:1:24:int8,14:2:17:0.25:1.3:1:24:f32" > bench/rcc/session13/chunks_20img_k1000_int8.csv
 RAYON_NUM_THREADS=1 $S "$DATA" 20 1000 learned "16:2:17:0.25:1.4:1:32,16:2:17:0.25:1.4:1:16" > bench/rcc/session13/defer_20img_k1000.csv
+# the scorers side by side on the idle machine (the final code)
+RAYON_NUM_THREADS=1 $S "$DATA" 20 50 learned "12:3:17:0.25:1.2:1:0:f32,12:3:17:0.25:1.2:1:0:int8,16:2:17:0.25:1.4:1:0:f32,16:2:17:0.25:1.4:1:0:int8" > bench/rcc/session13/scorer_ab_20img_k50.csv
 # --- lane A: K = 50 ---
 $B -q --threads 1 bench-lossless "$DATA" --limit 500 --json bench/lossless_500_session13/lossless.json > bench/lossless_500_session13/table.txt 2> bench/lossless_500_session13/err.txt
 $B -q --threads 1 rd "$DATA" --limit 500 --classical --csv bench/rd500_session13/rd.csv --json bench/rd500_session13/rd.json --plot bench/rd500_session13/rd.png > bench/rd500_session13/summary.txt
