@@ -45,7 +45,7 @@ impl CodeArgs {
             skip_below_bits: rcc.skip_below_bits,
             tilt: rcc.tilt.unwrap_or(p.rcc.tilt),
             defer_bits: rcc.defer_bits.unwrap_or(p.rcc.defer_bits),
-            scorer: rcc.scorer,
+            scorer: rcc.scorer.unwrap_or(p.rcc.scorer),
             ..p.rcc.clone()
         };
         p.rcc.validate()?;

@@ -68,9 +68,9 @@ pub struct RccArgs {
     pub tilt: Option<f64>,
     /// Encoder only: how PFR candidates are scored, `int8` (from an int8 copy of the candidate
     /// pool with integer sums: approximate scores, the fast default) or `f32` (exact scores).
-    /// Not stored; any value decodes.
-    #[arg(long, default_value = "int8")]
-    pub scorer: ddpm_codec::rcc::Scorer,
+    /// Not stored; any value decodes. Default: int8.
+    #[arg(long)]
+    pub scorer: Option<ddpm_codec::rcc::Scorer>,
     /// Deferral target D in bits per 32×32 tile: chain steps are merged until the planned KL of
     /// a coded transition reaches D per tile (0 = code every step). Default: 0 up to K = 50
     /// steps, 24 above.

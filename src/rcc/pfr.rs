@@ -361,14 +361,21 @@ fn score_parts(key: StepKey, l: u32, chunks: &[usize], cf: &Coefficients<'_>, sc
     // (no zeroing: every score is written)
     maxima.resize(nc.div_ceil(RANGE) * g, 0.0);
     if scorer == Scorer::Int8 && quant::serves(l, m_max) {
-        // the int8 scorer takes every dimension's quadratic coefficient
-        let quad: Vec<Vec<f32>> = match cf.a_dim {
-            Some(ad) => chunks.iter().map(|&c| ad[c].clone()).collect(),
+        // the int8 scorer takes every dimension's quadratic coefficient (a per-step or
+        // chunk-mean one repeated)
+        let repeated: Vec<Vec<f32>> = match cf.a_dim {
+            Some(_) => Vec::new(),
             None => chunks.iter().map(|&c| vec![cf.a_coef[c]; cf.coef[c].len()]).collect(),
         };
-        let lin: Vec<Vec<f32>> = chunks.iter().map(|&c| cf.coef[c].clone()).collect();
-        let local: Vec<usize> = (0..g).collect();
-        let grp = quant::Group::new(&local, &lin, &quad);
+        let pairs: Vec<(&[f32], &[f32])> = chunks
+            .iter()
+            .enumerate()
+            .map(|(gi, &c)| (&cf.coef[c][..], match cf.a_dim {
+                Some(ad) => &ad[c][..],
+                None => &repeated[gi][..],
+            }))
+            .collect();
+        let grp = quant::Group::new(&pairs);
         out_i32.resize(g * nc, 0);
         out_i32[..g * nc].par_chunks_mut(g * RANGE).zip(maxima.par_chunks_mut(g)).enumerate().for_each(|(r, (c, mx))| {
             let (j0, w) = range(r);

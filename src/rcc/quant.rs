@@ -61,15 +61,16 @@ impl Levels {
         let lim = |mx: f64, per: f64| if mx > 0.0 { 127.0 * per / mx } else { f64::INFINITY };
         let unit = lim(mb, pool::SCALE_I8).min(lim(ma, pool::SQ_SCALE));
         let unit = if unit.is_finite() { unit } else { 1.0 };
-        let level = |x: f32, per: f64| ((x as f64) * unit / per).round().clamp(-127.0, 127.0) as i8;
+        let levels = |v: &[f32], per: f64| -> Vec<i8> { v.iter().map(|&x| ((x as f64) * unit / per).round().clamp(-127.0, 127.0) as i8).collect() };
+        let (bq, aq) = (levels(lin, pool::SCALE_I8), levels(quad, pool::SQ_SCALE));
         let nb = pool::blocks(m);
-        let pack = |v: &[f32], per: f64| -> Vec<i32> {
+        let pack = |q: &[i8]| -> Vec<i32> {
             (0..nb * K4)
-                .map(|w| i32::from_le_bytes(std::array::from_fn(|t| v.get(w * 4 + t).map_or(0, |&x| level(x, per)) as u8)))
+                .map(|w| i32::from_le_bytes(std::array::from_fn(|t| q.get(w * 4 + t).copied().unwrap_or(0) as u8)))
                 .collect()
         };
-        let offset = 128 * lin.iter().map(|&x| level(x, pool::SCALE_I8) as i32).sum::<i32>();
-        Levels { lin: pack(lin, pool::SCALE_I8), quad: pack(quad, pool::SQ_SCALE), offset, inv_unit: (1.0 / unit) as f32, m }
+        let offset = 128 * bq.iter().map(|&v| v as i32).sum::<i32>();
+        Levels { lin: pack(&bq), quad: pack(&aq), offset, inv_unit: (1.0 / unit) as f32, m }
     }
 }
 
@@ -83,11 +84,11 @@ pub struct Group {
 }
 
 impl Group {
-    /// `lin[c]`, `quad[c]`: chunk c's signed linear and its quadratic coefficients, in the
+    /// Per chunk of the group, its signed linear and its quadratic coefficients, in the
     /// chunk's dimension order (the quadratic ones do not see the candidates' signs).
-    pub fn new(chunks: &[usize], lin: &[Vec<f32>], quad: &[Vec<f32>]) -> Self {
+    pub fn new(chunks: &[(&[f32], &[f32])]) -> Self {
         use rayon::prelude::*;
-        let levels: Vec<Levels> = chunks.par_iter().map(|&c| Levels::new(&lin[c], &quad[c])).collect();
+        let levels: Vec<Levels> = chunks.par_iter().map(|&(lin, quad)| Levels::new(lin, quad)).collect();
         let blocks = levels.iter().map(|q| pool::blocks(q.m)).max().unwrap_or(0);
         let words = |f: fn(&Levels) -> &Vec<i32>| -> Vec<Vec<i32>> {
             (0..blocks).map(|s| levels.iter().flat_map(|q| f(q).get(s * K4..(s + 1) * K4).unwrap_or(&[0; K4]).iter().copied()).collect()).collect()
@@ -178,8 +179,8 @@ mod tests {
             lin.push(b.iter().zip(&signs).map(|(&v, &neg)| if neg { -0.4 * v } else { 0.4 * v }).collect::<Vec<f32>>());
             quad.push((0..m).map(|k| -0.02 - 0.01 * (k % 7) as f32).collect::<Vec<f32>>());
         }
-        let chunks: Vec<usize> = (0..ms.len()).collect();
-        let grp = Group::new(&chunks, &lin, &quad);
+        let chunks: Vec<(&[f32], &[f32])> = lin.iter().zip(&quad).map(|(b, a)| (&b[..], &a[..])).collect();
+        let grp = Group::new(&chunks);
         let w = 1usize << l;
         let mut sums = vec![0i32; ms.len() * w];
         let mut mx = vec![0f32; ms.len()];
@@ -219,12 +220,12 @@ mod tests {
         let (l, w) = (6u32, 64usize);
         let lin: Vec<Vec<f32>> = (0..19).map(|c| (0..(50 + c * 7)).map(|k| ((k * 13 + c) % 17) as f32 * 0.1 - 0.8).collect()).collect();
         let quad: Vec<Vec<f32>> = lin.iter().map(|v| v.iter().map(|x| -0.01 * x.abs()).collect()).collect();
-        let all: Vec<usize> = (0..19).collect();
+        let all: Vec<(&[f32], &[f32])> = lin.iter().zip(&quad).map(|(b, a)| (&b[..], &a[..])).collect();
         let mut sc = vec![0i32; 19 * w];
-        Group::new(&all, &lin, &quad).score_range(key, l, 0, w, &mut sc, &mut [0.0; 19]);
+        Group::new(&all).score_range(key, l, 0, w, &mut sc, &mut [0.0; 19]);
         for c in [0usize, 5, 18] {
             let mut one = vec![0i32; w];
-            Group::new(&[c], &lin, &quad).score_range(key, l, 0, w, &mut one, &mut [0.0]);
+            Group::new(&all[c..c + 1]).score_range(key, l, 0, w, &mut one, &mut [0.0]);
             assert_eq!(one, sc[c * w..(c + 1) * w].to_vec(), "chunk {c}");
         }
     }
