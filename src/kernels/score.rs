@@ -228,6 +228,209 @@ mod vnni {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// int8 scores of a whole range, all blocks (AMX where the CPU has it)
+// ---------------------------------------------------------------------------------------------
+
+/// One block (64 columns) of a range for [`range_scores_i8`]: the group's coefficient words
+/// (`lin[c * K4 + k4]`, `quad[c * K4 + k4]`, as in [`panel_scores_i8`]), the chunks' word
+/// counts, and the range's int8 panels of this block, one after another (`w / PANEL` of them).
+#[derive(Clone, Copy)]
+pub struct BlockPanels<'a> {
+    pub lin: &'a [i32],
+    pub quad: &'a [i32],
+    pub k4max: &'a [usize],
+    pub panels: &'a [u8],
+}
+
+/// The integer sums of [`panel_scores_i8`] over every block of a range of `w` candidates (a
+/// multiple of [`PANEL`]): `out[c * w + i] = Σ_blocks Σ_k …` for the `g` chunks. The same
+/// integers on every path: with Intel AMX (TDPBSUD: the chunks' signed coefficients as the A
+/// tile, the panel as it lies in memory as the B tile, all blocks accumulated in the C tiles)
+/// where the CPU and the OS allow it, else block after block with [`panel_scores_i8`].
+pub fn range_scores_i8(be: Backend, g: usize, blocks: &[BlockPanels<'_>], sq: &[u8; 128], out: &mut [i32], w: usize) {
+    range_scores_i8_with(be, true, g, blocks, sq, out, w)
+}
+
+/// `amx`: whether AMX may run (where [`use_amx`]); false for the block-by-block path.
+fn range_scores_i8_with(be: Backend, amx: bool, g: usize, blocks: &[BlockPanels<'_>], sq: &[u8; 128], out: &mut [i32], w: usize) {
+    assert!(w % PANEL == 0 && out.len() >= g * w);
+    for b in blocks {
+        assert!(b.lin.len() >= g * K4 && b.quad.len() >= g * K4 && b.k4max.len() >= g && b.panels.len() >= w / PANEL * PANEL_BYTES);
+        assert!(b.k4max[..g].iter().all(|&k| k <= K4));
+    }
+    if g == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if amx && be == Backend::Avx512 && use_amx() {
+        // SAFETY: AMX was detected and granted (use_amx), the VBMI/BW features by use_vnni;
+        // the bounds were checked above.
+        unsafe { amx::range_scores(g, blocks, sq, out, w) };
+        return;
+    }
+    let _ = amx;
+    if blocks.is_empty() {
+        out[..g * w].fill(0);
+    }
+    for (s, b) in blocks.iter().enumerate() {
+        for jj in (0..w).step_by(PANEL) {
+            let p = &b.panels[jj / PANEL * PANEL_BYTES..];
+            panel_scores_i8(be, g, b.lin, b.quad, b.k4max, p, sq, &mut out[jj..], w, s > 0);
+        }
+    }
+}
+
+/// Whether [`range_scores_i8`] runs on Intel AMX: the CPU has AMX-TILE and AMX-INT8, Linux
+/// granted this process the tile state (`arch_prctl(ARCH_REQ_XCOMP_PERM)`), and the
+/// environment variable `DDPM_CODEC_AMX=0` does not turn it off (decided once). The integers
+/// are the same either way; only the speed differs.
+pub fn use_amx() -> bool {
+    use std::sync::OnceLock;
+    static A: OnceLock<bool> = OnceLock::new();
+    *A.get_or_init(|| {
+        if std::env::var("DDPM_CODEC_AMX").is_ok_and(|v| v == "0") {
+            return false;
+        }
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        {
+            let l7 = std::arch::x86_64::__cpuid_count(7, 0);
+            let (tile, int8) = (l7.edx >> 24 & 1 == 1, l7.edx >> 25 & 1 == 1);
+            if !(tile && int8 && use_vnni()) {
+                return false;
+            }
+            const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+            const XFEATURE_XTILEDATA: libc::c_long = 18;
+            // SAFETY: a plain system call with integer arguments; on failure AMX stays off.
+            unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
+        }
+        #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+        {
+            false
+        }
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+mod amx {
+    //! Hand-written with inline assembly: Rust has no stable AMX intrinsics. Tiles: 0–3 the
+    //! sums of four panels (chunks × 16 candidates, i32), 4 and 5 the linear and quadratic
+    //! coefficients (chunks × 64 signed bytes), 6 a panel (16 groups of four columns × 16
+    //! candidates × 4 bytes: the memory layout is already TDPBSUD's B layout), 7 its squares'
+    //! levels (computed into a scratch panel with the VBMI byte table, as in the VNNI kernel).
+    use super::{BlockPanels, K4, PANEL, PANEL_BYTES};
+    use std::arch::asm;
+    use std::arch::x86_64::*;
+
+    #[repr(C, align(64))]
+    struct TileConfig([u8; 64]);
+
+    impl TileConfig {
+        /// Palette 1, every tile 64 bytes wide: tiles 0, 1, 4, 5 `rows` high (sums and
+        /// coefficients), tiles 2, 3, 6, 7 16 high (panels and squares).
+        fn new(rows: usize) -> Self {
+            let mut c = [0u8; 64];
+            c[0] = 1;
+            for t in 0..8 {
+                let r = if matches!(t, 0 | 1 | 4 | 5) { rows } else { 16 };
+                c[16 + 2 * t..18 + 2 * t].copy_from_slice(&64u16.to_le_bytes());
+                c[48 + t] = r as u8;
+            }
+            TileConfig(c)
+        }
+    }
+
+    #[repr(C, align(64))]
+    struct Scratch([u8; PANEL_BYTES]);
+
+    macro_rules! dp {
+        ($c:literal, $b:literal, $s:literal, $p:expr, $q:expr) => {
+            asm!(
+                concat!("tileloadd tmm", $b, ", [{p} + {st}*1]"),
+                concat!("tileloadd tmm", $s, ", [{s} + {st}*1]"),
+                concat!("tdpbsud tmm", $c, ", tmm4, tmm", $b),
+                concat!("tdpbsud tmm", $c, ", tmm5, tmm", $s),
+                p = in(reg) $p, s = in(reg) $q, st = in(reg) 64usize,
+                options(nostack, readonly)
+            )
+        };
+    }
+    macro_rules! store {
+        ($c:literal, $o:expr, $ld:expr) => {
+            asm!(concat!("tilestored [{o} + {ld}*1], tmm", $c), o = in(reg) $o, ld = in(reg) $ld, options(nostack))
+        };
+    }
+
+    /// Panels this far ahead (in the same block) are prefetched: a block's panels are
+    /// contiguous, but the loop interleaves the blocks, one 2 KiB step each.
+    const AHEAD: usize = 16;
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    unsafe fn squares(panel: *const u8, sq: &[u8; 128], out: &mut Scratch) {
+        let lo = _mm512_loadu_si512(sq.as_ptr() as *const _);
+        let hi = _mm512_loadu_si512(sq.as_ptr().add(64) as *const _);
+        let flip = _mm512_set1_epi8(-128);
+        for r in 0..PANEL_BYTES / 64 {
+            let u = _mm512_loadu_si512(panel.add(r * 64) as *const _);
+            let s = _mm512_permutex2var_epi8(lo, _mm512_abs_epi8(_mm512_xor_si512(u, flip)), hi);
+            _mm512_store_si512(out.0.as_mut_ptr().add(r * 64) as *mut _, s);
+        }
+    }
+
+    /// See [`super::range_scores_i8`]; the caller checked the bounds and the features. Two
+    /// panels at a time (tiles 0–1 their sums, 6–7 and 2–3 their values and squares), so one
+    /// panel's loads overlap the other's products; the sums stay in the tiles over all
+    /// blocks. Bound by reading the pool (≈ 1 KiB per panel and block from L3 or memory).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    pub(super) unsafe fn range_scores(g: usize, blocks: &[BlockPanels<'_>], sq: &[u8; 128], out: &mut [i32], w: usize) {
+        let mut scratch: [Scratch; 2] = std::array::from_fn(|_| Scratch([0; PANEL_BYTES]));
+        let panels = w / PANEL;
+        let ld = w * 4;
+        let mut rows_configured = 0;
+        for c0 in (0..g).step_by(16) {
+            let rows = (g - c0).min(16);
+            if rows != rows_configured {
+                let cfg = TileConfig::new(rows);
+                asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
+                rows_configured = rows;
+            }
+            // blocks where some chunk of this group has columns
+            let live: Vec<&BlockPanels<'_>> = blocks.iter().filter(|b| b.k4max[c0..c0 + rows].iter().any(|&k| k > 0)).collect();
+            for q in (0..panels).step_by(2) {
+                let two = q + 1 < panels;
+                asm!("tilezero tmm0", "tilezero tmm1", options(nostack, nomem));
+                for b in &live {
+                    asm!(
+                        "tileloadd tmm4, [{l} + {st}*1]",
+                        "tileloadd tmm5, [{a} + {st}*1]",
+                        l = in(reg) b.lin.as_ptr().add(c0 * K4), a = in(reg) b.quad.as_ptr().add(c0 * K4), st = in(reg) 64usize,
+                        options(nostack, readonly)
+                    );
+                    let p0 = b.panels.as_ptr().add(q * PANEL_BYTES);
+                    if q + AHEAD + 2 <= panels {
+                        let f = p0.add(AHEAD * PANEL_BYTES);
+                        for line in (0..2 * PANEL_BYTES).step_by(64) {
+                            _mm_prefetch::<_MM_HINT_T0>(f.add(line) as *const i8);
+                        }
+                    }
+                    squares(p0, sq, &mut scratch[0]);
+                    dp!("0", "6", "7", p0, scratch[0].0.as_ptr());
+                    if two {
+                        squares(p0.add(PANEL_BYTES), sq, &mut scratch[1]);
+                        dp!("1", "2", "3", p0.add(PANEL_BYTES), scratch[1].0.as_ptr());
+                    }
+                }
+                let o = out.as_mut_ptr().add(c0 * w + q * PANEL);
+                store!("0", o, ld);
+                if two {
+                    store!("1", o.add(PANEL), ld);
+                }
+            }
+        }
+        asm!("tilerelease", options(nostack, nomem));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +488,59 @@ mod tests {
                         let want_ci = if i < PANEL { want[c * ld + i] - init[c * ld + i] } else { init[c * ld + i] };
                         assert_eq!(got[c * ld + i], want_ci, "g {g} {be:?} stored, chunk {c} lane {i}");
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn range_scores_agree_on_every_path() {
+        // AMX (where the CPU and the OS allow it), VNNI and the portable loop: the same integers
+        // for ranges of every panel count modulo 4, chunk groups of more and fewer than 16 rows,
+        // chunks that end in different blocks, and a block no chunk of a group reaches
+        let mut s = 11u32;
+        let mut r = || {
+            s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+            s >> 8
+        };
+        let sq: [u8; 128] = std::array::from_fn(|a| ((a * a * 255) / (127 * 127)) as u8);
+        for (g, w, nb) in [(1usize, 16usize, 1usize), (5, 48, 3), (16, 64, 2), (17, 80, 4), (35, 112, 3)] {
+            let k4max: Vec<Vec<usize>> = (0..nb).map(|b| (0..g).map(|c| if c % 3 == 1 && b > 0 { 0 } else if b + 1 == nb { 1 + (c * 7 + b) % K4 } else { K4 }).collect()).collect();
+            let panels: Vec<Vec<u8>> = (0..nb).map(|_| (0..w / PANEL * PANEL_BYTES).map(|_| (1 + r() % 255) as u8).collect()).collect();
+            let word = |r: &mut dyn FnMut() -> u32| i32::from_le_bytes(std::array::from_fn(|_| ((r() % 255) as i32 - 127) as i8 as u8));
+            let mut lin = vec![vec![0i32; g * K4]; nb];
+            let mut quad = vec![vec![0i32; g * K4]; nb];
+            for b in 0..nb {
+                for c in 0..g {
+                    for k4 in 0..k4max[b][c] {
+                        lin[b][c * K4 + k4] = word(&mut r);
+                        quad[b][c * K4 + k4] = word(&mut r);
+                    }
+                }
+            }
+            let blocks: Vec<BlockPanels<'_>> = (0..nb).map(|b| BlockPanels { lin: &lin[b], quad: &quad[b], k4max: &k4max[b], panels: &panels[b] }).collect();
+            let mut want = vec![0i32; g * w];
+            range_scores_i8_with(Backend::Scalar, false, g, &blocks, &sq, &mut want, w);
+            // the definition, chunk by chunk
+            for c in 0..g {
+                for i in 0..w {
+                    let mut v = 0i64;
+                    for b in 0..nb {
+                        for k in 0..4 * K4 {
+                            let u = panels[b][(i / PANEL) * PANEL_BYTES + (k / 4) * 64 + (i % PANEL) * 4 + k % 4];
+                            let zq = u as i64 - 128;
+                            let (lb, qb) = (lin[b][c * K4 + k / 4].to_le_bytes()[k % 4] as i8 as i64, quad[b][c * K4 + k / 4].to_le_bytes()[k % 4] as i8 as i64);
+                            v += lb * u as i64 + qb * sq[zq.unsigned_abs() as usize] as i64;
+                        }
+                    }
+                    assert_eq!(want[c * w + i] as i64, v, "g {g} chunk {c} candidate {i}");
+                }
+            }
+            for be in Backend::available() {
+                for amx in [false, true] {
+                    let mut got = vec![-7i32; g * w];
+                    range_scores_i8_with(be, amx, g, &blocks, &sq, &mut got, w);
+                    assert_eq!(got, want, "g {g} w {w} {be:?} amx {amx} (amx available: {})", use_amx());
                 }
             }
         }

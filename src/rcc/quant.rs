@@ -25,7 +25,7 @@
 //! every thread count gives the same choices and the same bytes.
 
 use super::{pool, StepKey};
-use crate::kernels::score::{panel_scores_i8, K4, PANEL, PANEL_BYTES};
+use crate::kernels::score::{range_scores_i8, BlockPanels, K4, PANEL, PANEL_BYTES};
 use crate::kernels::Backend;
 
 /// Most blocks of 64 dimensions in a chunk this scorer takes: keeps the integer sums below
@@ -105,20 +105,18 @@ impl Group {
 
     /// The integer sums of candidates `j0..j0 + w` (`w` a multiple of 16) of a step with
     /// `2^l` candidates per chunk into `out` (g × w, row g the g-th chunk), and each row's
-    /// largest score into `max[g]`. Every window is read panel by panel, block after block.
+    /// largest score into `max[g]`. All blocks at once ([`range_scores_i8`]: AMX where available).
     pub fn score_range(&self, key: StepKey, l: u32, j0: usize, w: usize, out: &mut [i32], max: &mut [f32]) {
         let qp = pool::quant_pool();
-        let be = Backend::detect();
         let g = self.levels.len();
         debug_assert!(w % PANEL == 0 && out.len() == g * w);
-        for (s, ((lin, quad), k4max)) in self.lin.iter().zip(&self.quad).zip(&self.k4max).enumerate() {
-            let r0 = pool::window_start(key.seed, key.step, l, s) + j0;
-            for jj in (0..w).step_by(PANEL) {
-                let p0 = pool::quant_panel(r0 + jj);
-                // (the first block stores every sum: no zeroing)
-                panel_scores_i8(be, g, lin, quad, k4max, &qp.data[p0..p0 + PANEL_BYTES], &qp.sq, &mut out[jj..], w, s > 0);
-            }
-        }
+        let blocks: Vec<BlockPanels<'_>> = (0..self.lin.len())
+            .map(|s| {
+                let p0 = pool::quant_panel(pool::window_start(key.seed, key.step, l, s) + j0);
+                BlockPanels { lin: &self.lin[s], quad: &self.quad[s], k4max: &self.k4max[s], panels: &qp.data[p0..p0 + w / PANEL * PANEL_BYTES] }
+            })
+            .collect();
+        range_scores_i8(Backend::detect(), g, &blocks, &qp.sq, out, w);
         for (gi, q) in self.levels.iter().enumerate() {
             max[gi] = to_score(max_i32(&out[gi * w..(gi + 1) * w]), q.offset, q.inv_unit);
         }
