@@ -32,7 +32,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::rng::{det_exp, det_ln};
+use crate::rng::{det_exp_slice, det_ln};
 use crate::error::{Error, Result};
 
 /// Default number of diffusion steps T.
@@ -248,17 +248,29 @@ pub fn learned_sigma_consts(s: &Schedule, i: usize) -> (f32, f32) {
 
 /// σ per dimension of chain step i from the network's v (Improved DDPM):
 /// σ = √β̃' · exp(f · ½ ln(β'/β̃')), f = (clamp(v) + 1)/2, in f32 with the platform-independent
-/// [`det_exp`] (bit-identical on every machine: a stream's reconstruction depends on it).
+/// [`crate::rng::det_exp`] (bit-identical on every machine: a stream's reconstruction depends on it).
 /// Non-finite v counts as 0.
 pub fn learned_sigma(s: &Schedule, i: usize, v: &[f32]) -> Vec<f32> {
+    use rayon::prelude::*;
     let (sd_small, half_ln_ratio) = learned_sigma_consts(s, i);
-    v.iter()
-        .map(|&v| {
-            let v = if v.is_finite() { v.clamp(-LEARNED_V_MAX, LEARNED_V_MAX) } else { 0.0 };
-            let f = (v + 1.0) * 0.5;
-            sd_small * det_exp((f * half_ln_ratio) as f64) as f32
-        })
-        .collect()
+    let mut out = vec![0f32; v.len()];
+    // in pieces across the threads, [`det_exp_slice`] within each (the same bits as one
+    // `det_exp` per value)
+    out.par_chunks_mut(4096).zip(v.par_chunks(4096)).for_each(|(o, v)| {
+        let mut x: Vec<f64> = v
+            .iter()
+            .map(|&v| {
+                let v = if v.is_finite() { v.clamp(-LEARNED_V_MAX, LEARNED_V_MAX) } else { 0.0 };
+                let f = (v + 1.0) * 0.5;
+                (f * half_ln_ratio) as f64
+            })
+            .collect();
+        det_exp_slice(&mut x);
+        for (o, e) in o.iter_mut().zip(&x) {
+            *o = sd_small * *e as f32;
+        }
+    });
+    out
 }
 
 /// σ²_i = β̃'_i + c0² · mse for chain step i ≥ 1, c0 = √ᾱ_prev β'/(1 − ᾱ): the σ² that

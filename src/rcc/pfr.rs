@@ -700,9 +700,22 @@ pub fn place_step<'s>(key: StepKey, params: &RccParams, mu_p: &[f32], sigma_p: i
     }
     let perm = partition(key, dims);
     let mut x = vec![0f32; dims];
-    for (c, &j) in sym.indices.iter().enumerate() {
-        let dims_c = &perm[chunk_range(c, plan.chunks, dims)];
-        place_candidate(key, c, plan.log2_candidates, j, dims_c, mu_p, sigma_p, &mut x);
+    // the chunks' candidates regenerated across the threads (a big image has thousands of
+    // chunks a step), then written into x in chunk order
+    let values: Vec<Vec<f32>> = sym
+        .indices
+        .par_iter()
+        .enumerate()
+        .map(|(c, &j)| {
+            let dims_c = &perm[chunk_range(c, plan.chunks, dims)];
+            let z = pool::candidate(key.seed, key.step, c as u32, plan.log2_candidates, j, dims_c.len());
+            dims_c.iter().zip(&z).map(|(&d, &z)| mu_p[d as usize] + sigma_p.at(d as usize) * z).collect()
+        })
+        .collect();
+    for (c, v) in values.iter().enumerate() {
+        for (&d, &v) in perm[chunk_range(c, plan.chunks, dims)].iter().zip(v) {
+            x[d as usize] = v;
+        }
     }
     Ok(x)
 }
