@@ -50,12 +50,12 @@ pub struct ChainArgs {
 /// Channel-simulation options.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RccArgs {
-    /// Target bits per PFR chunk (B). Default by K (the preset, `rcc::RccParams::default_for`):
-    /// 12 up to K = 50 steps, 14 above.
+    /// Target bits per PFR chunk (B). Default: the preset (`rcc::RccParams::default_for`), 16
+    /// at every K.
     #[arg(long)]
     pub chunk_bits: Option<f64>,
-    /// Extra candidate bits beyond a chunk's KL (2^(KL+margin) candidates). Default: 3 up to
-    /// K = 50, 2 above.
+    /// Extra candidate bits beyond a chunk's KL (2^(KL+margin) candidates, at most 2^17).
+    /// Default: 2.
     #[arg(long)]
     pub margin_bits: Option<u32>,
     /// Steps whose KL is below this many bits are sampled from p_θ for free.
@@ -63,7 +63,7 @@ pub struct RccArgs {
     pub skip_below_bits: f64,
     /// Encoder only: scale of the PFR target's shift away from p_θ, offsetting the pull toward
     /// p_θ of a finite candidate set (1 = plain PFR; not stored, any value decodes). Default:
-    /// 1.2 up to K = 50, 1.3 above.
+    /// 1.4.
     #[arg(long)]
     pub tilt: Option<f64>,
     /// Encoder only: how PFR candidates are scored, `int8` (from an int8 copy of the candidate
