@@ -37,6 +37,10 @@ $B -q --threads 1 bench-lossless "$DATA" --limit 30 --json bench/session14/speed
 DDPM_CODEC_AMX=0 $B -q --threads 1 bench-lossless "$DATA" --limit 30 --json bench/session14/speed_k50_30/amx_off.json > /dev/null
 $B -q --threads 1 bench-lossless "$DATA" --limit 30 --json bench/session14/speed_k50_30/repeat.json > /dev/null
 DDPM_CODEC_AMX=0 $B -q --threads 1 bench-lossless "$DATA" --limit 30 --json bench/session14/speed_k50_30/repeat_amx_off.json > /dev/null
+for n in 3 4; do  # two more pairs, run after the photo block below
+  $B -q --threads 1 bench-lossless "$DATA" --limit 30 --json bench/session14/speed_k50_30/repeat$n.json > /dev/null
+  DDPM_CODEC_AMX=0 $B -q --threads 1 bench-lossless "$DATA" --limit 30 --json bench/session14/speed_k50_30/repeat${n}_amx_off.json > /dev/null
+done
 $B -q --threads 1 bench-lossless "$DATA" --limit 30 --steps 1000 --json bench/session14/speed_k1000_30/lossless.json > bench/session14/speed_k1000_30/table.txt
 DDPM_CODEC_AMX=0 $B -q --threads 1 bench-lossless "$DATA" --limit 30 --steps 1000 --json bench/session14/speed_k1000_30/amx_off.json > /dev/null
 python3 bench/session14/speed_summary.py bench/session14/speed_k50_30/*.json bench/session14/speed_k1000_30/*.json > bench/session14/speed_summary.txt

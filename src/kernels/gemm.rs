@@ -8,7 +8,6 @@
 
 use super::Backend;
 
-pub static FLOPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 /// Where row `m` of A (or C) starts.
 #[derive(Debug, Clone, Copy)]
 pub enum Rows {
@@ -143,7 +142,6 @@ pub fn gemm(
         return;
     }
     let k = taps.len() * kt;
-    FLOPS.fetch_add((2 * m * n * k) as u64, std::sync::atomic::Ordering::Relaxed);
     assert!(n <= ldb, "gemm: n {n} > ldb {ldb}");
     // distinct C rows (threads write disjoint rows)
     match crows {
