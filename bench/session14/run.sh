@@ -53,6 +53,10 @@ for n in 1 2; do
     /usr/bin/time -v $O -q --threads 2 decode runs/s13/f50.ddpc -o runs/s14/f50_s13.png > /dev/null 2> bench/photo768_session14/session13_decoder_time.txt
   fi
 done
+# (two more decodes at the end of the session, after the fresh-clone CI run)
+for n in 3 4; do
+  /usr/bin/time -v $B -q --threads 2 decode runs/s14/f50.ddpc -o runs/s14/f50_$n.png > bench/photo768_session14/decode_$n.txt 2> bench/photo768_session14/decode_time_$n.txt
+done
 $B info runs/s14/f50.ddpc > bench/photo768_session14/info.txt
 python3 -c "from PIL import Image; import sys; a=Image.open(sys.argv[1]).convert('RGB'); b=Image.open(sys.argv[2]).convert('RGB'); print('bit-exact' if a.tobytes()==b.tobytes() else 'DIFFERENT')" runs/s14/f50.png runs/photos/flower_768x512.png > bench/photo768_session14/pixels.txt
 # the odd-sized crops and the one-image check
