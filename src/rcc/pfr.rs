@@ -69,12 +69,16 @@ fn skip_sample(key: StepKey, mu_p: &[f32], sigma_p: StepStd<'_>) -> Vec<f32> {
         .collect()
 }
 
-/// Writes candidate `j` of chunk `c` into `x` at the chunk's dimensions (both sides).
-#[allow(clippy::too_many_arguments)]
-fn place_candidate(key: StepKey, c: usize, log2_n: u32, j: u32, dims: &[u32], mu_p: &[f32], sigma_p: StepStd<'_>, x: &mut [f32]) {
+/// The values of candidate `j` of chunk `c` at the chunk's dimensions, μ_p + σ_p z (both sides).
+fn candidate_values(key: StepKey, c: usize, log2_n: u32, j: u32, dims: &[u32], mu_p: &[f32], sigma_p: StepStd<'_>) -> Vec<f32> {
     let z = pool::candidate(key.seed, key.step, c as u32, log2_n, j, dims.len());
-    for (&d, &z) in dims.iter().zip(&z) {
-        x[d as usize] = mu_p[d as usize] + sigma_p.at(d as usize) * z;
+    dims.iter().zip(&z).map(|(&d, &z)| mu_p[d as usize] + sigma_p.at(d as usize) * z).collect()
+}
+
+/// Writes `values` into `x` at the chunk's dimensions.
+fn place_values(dims: &[u32], values: &[f32], x: &mut [f32]) {
+    for (&d, &v) in dims.iter().zip(values) {
+        x[d as usize] = v;
     }
 }
 
@@ -622,7 +626,7 @@ pub fn encode_step<'s>(
         for (c, &j_star) in group.zip(&best) {
             stats.index_bits_ideal += w.write_index(j_star, index_key)?;
             let dims_c = &perm[chunk_range(c, chunks, dims)];
-            place_candidate(key, c, l, j_star, dims_c, mu_p, sigma_p, &mut x);
+            place_values(dims_c, &candidate_values(key, c, l, j_star, dims_c, mu_p, sigma_p), &mut x);
             let kl_c: f64 = dims_c
                 .iter()
                 .map(|&d| dim_kl_nats(mu_p[d as usize], sigma_p.at(d as usize), mu_q[d as usize], sigma_q))
@@ -706,16 +710,10 @@ pub fn place_step<'s>(key: StepKey, params: &RccParams, mu_p: &[f32], sigma_p: i
         .indices
         .par_iter()
         .enumerate()
-        .map(|(c, &j)| {
-            let dims_c = &perm[chunk_range(c, plan.chunks, dims)];
-            let z = pool::candidate(key.seed, key.step, c as u32, plan.log2_candidates, j, dims_c.len());
-            dims_c.iter().zip(&z).map(|(&d, &z)| mu_p[d as usize] + sigma_p.at(d as usize) * z).collect()
-        })
+        .map(|(c, &j)| candidate_values(key, c, plan.log2_candidates, j, &perm[chunk_range(c, plan.chunks, dims)], mu_p, sigma_p))
         .collect();
     for (c, v) in values.iter().enumerate() {
-        for (&d, &v) in perm[chunk_range(c, plan.chunks, dims)].iter().zip(v) {
-            x[d as usize] = v;
-        }
+        place_values(&perm[chunk_range(c, plan.chunks, dims)], v, &mut x);
     }
     Ok(x)
 }
