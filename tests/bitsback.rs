@@ -228,19 +228,21 @@ fn body_crc_offset(k: usize) -> usize {
 fn bitsback_info_describes_the_vector() {
     let b = vector_bytes();
     let text = bitsback::info(&b, &lim()).unwrap();
-    for want in ["version 2", "K = 2 of T = 1000", "variance       : small (code 0)", "items          : 1 (1 tiles, 96 dimensions)", "v0 8x4x3", &format!("file: {} bytes", b.len())] {
+    for want in ["version 3", "K = 2 of T = 1000", "variance       : small (code 0)", "items          : 1 (1 tiles, 96 dimensions)", "v0 8x4x3", &format!("file: {} bytes", b.len())] {
         assert!(text.contains(want), "info lacks {want:?}:\n{text}");
     }
     assert!(matches!(bitsback::info(&b[..b.len() - 1], &lim()), Err(Error::Format(_))));
 }
 
 #[test]
-fn bitsback_archive_version_1_is_refused_clearly() {
-    let mut b = vector_bytes();
-    b[4] = 1;
-    match bitsback::read_archive(&b, &lim()) {
-        Err(Error::Format(m)) => assert!(m.contains("archive version 1"), "{m}"),
-        other => panic!("version 1 archive: {other:?}"),
+fn bitsback_archive_versions_1_and_2_are_refused_clearly() {
+    for v in [1u8, 2] {
+        let mut b = vector_bytes();
+        b[4] = v;
+        match bitsback::read_archive(&b, &lim()) {
+            Err(Error::Format(m)) => assert!(m.contains(&format!("archive version {v}")), "{m}"),
+            other => panic!("version {v} archive: {other:?}"),
+        }
     }
 }
 

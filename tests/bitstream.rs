@@ -1,4 +1,4 @@
-//! Container format tests: format/SPEC.md (version 9) against src/bitstream, the test vectors
+//! Container format tests: format/SPEC.md (version 10) against src/bitstream, the test vectors
 //! in format/vectors/, truncation, corruption and hostile input.
 
 use std::path::PathBuf;
@@ -55,7 +55,7 @@ fn vectors_match_readme_hashes() {
         assert_eq!(b.len().to_string(), cells[3], "{name}");
         n += 1;
     }
-    assert_eq!(n, 13);
+    assert_eq!(n, 14);
 }
 
 #[test]
@@ -101,15 +101,15 @@ fn vector_truncated_and_corrupt() {
     assert!(matches!(e, Error::Format(_)) && e.to_string().contains("version 2"), "{e}");
     let e = read(&vector("version3.ddpc")).unwrap_err();
     assert!(matches!(e, Error::Format(_)) && e.to_string().contains("version 3"), "{e}");
-    for v in 4..=8 {
+    for v in 4..=9 {
         let e = read(&vector(&format!("version{v}.ddpc"))).unwrap_err();
-        assert!(matches!(e, Error::Format(_)) && e.to_string().contains(&format!("format version {v} is not supported (this build reads version 9)")), "{e}");
+        assert!(matches!(e, Error::Format(_)) && e.to_string().contains(&format!("format version {v} is not supported (this build reads version 10)")), "{e}");
     }
-    // version5/6/7/8.ddpc are valid_default.ddpc with version byte 5, 6, 7 or 8 (and their
-    // header CRC): the same container, other presets or body semantics
-    for v in [5, 6, 7, 8] {
+    // version5/6/7/8/9.ddpc are valid_default.ddpc with version byte 5, 6, 7, 8 or 9 (and
+    // their header CRC): the same container, other presets, body semantics or arithmetic
+    for v in [5, 6, 7, 8, 9] {
         let mut v8 = vector(&format!("version{v}.ddpc"));
-        v8[4] = 9;
+        v8[4] = 10;
         let crc = crc32fast::hash(&v8[..18]);
         v8[18..22].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(v8, vector("valid_default.ddpc"));

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the test vectors of format/vectors/ straight from format/SPEC.md (version 9).
+"""Writes the test vectors of format/vectors/ straight from format/SPEC.md (version 10).
 
 Independent of the Rust code on purpose: if the reader and this script disagree, one of them
 departs from the spec. Standard library only. Run from any directory:
@@ -12,7 +12,7 @@ import struct
 import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-VERSION = 9
+VERSION = 10
 
 
 def crc(b: bytes) -> int:
@@ -92,11 +92,11 @@ h, body = stream(lossless=1, channels=1, kind=2, variance=2, width=32, height=32
 print(f"valid_default.ddpc header {len(h)} bytes")
 write("valid_default.ddpc", h + body)
 
-# complete version-8, -7, -6, -5, -4 and -3 files (the container of version 9 with version byte 8, 7, 6,
+# complete version-9, -8, -7, -6, -5, -4 and -3 files (the container of version 10 with version byte 9, 8, 7, 6,
 # 5, 4 or 3; at K = 50 with default parameters their headers are the same bytes): refused by
 # version
 old = VERSION
-for VERSION in (8, 7, 6, 5, 4, 3):
+for VERSION in (9, 8, 7, 6, 5, 4, 3):
     h, body = stream(lossless=1, channels=1, kind=2, variance=2, width=32, height=32, k=50,
                      model_id=[0xAB, 0xCD, 0xEF, 0x01], words=words, check=0x12345678)
     write(f"version{VERSION}.ddpc", h + body)

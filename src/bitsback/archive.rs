@@ -9,7 +9,7 @@ use crate::error::{format_err, Error, Result};
 /// File magic.
 pub const MAGIC: &[u8; 4] = b"DDPA";
 /// Format version.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Longest item name (bytes).
 pub const MAX_NAME_BYTES: usize = 255;
 /// Tile edge of the archive (the model's input).

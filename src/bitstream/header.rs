@@ -12,7 +12,7 @@ pub const TILE_SIZE: u16 = 32;
 /// File magic.
 pub const MAGIC: [u8; 4] = *b"DDPC";
 /// Format version written and read.
-pub const VERSION: u8 = 9;
+pub const VERSION: u8 = 10;
 /// Largest t_max (structural).
 pub const MAX_T_MAX: u32 = 10_000;
 /// Largest batch_tiles (structural).
@@ -798,8 +798,8 @@ mod tests {
 
     #[test]
     fn old_versions_are_named() {
-        assert_eq!(VERSION, 9);
-        for v in 1..=8u8 {
+        assert_eq!(VERSION, 10);
+        for v in 1..=9u8 {
             let mut b = sample().encode().unwrap();
             b[4] = v;
             let e = Header::read(&b, &Limits::default()).unwrap_err().to_string();

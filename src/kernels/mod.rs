@@ -2,7 +2,10 @@
 //!
 //! Layout: channels last (HWC, row-major, f32), images of a group stacked. Convolutions are
 //! GEMMs whose A rows are read straight from zero-padded inputs (no im2col copy); the AVX-512
-//! micro-kernel keeps an MR×(16·NV) tile in registers and k-blocks B to stay in L1.
+//! micro-kernel keeps an MR×(16·NV) tile in registers and k-blocks B to stay in L1. The
+//! residual blocks' 3×3 convolutions run as Winograd F(2×2, 3×3) ([`winograd`]: 2.25× fewer
+//! multiply-adds; its transforms are additions only). Buffers the kernels stream through are
+//! [`AVec`]s (64-byte aligned).
 //!
 //! # Determinism
 //! Every output element is computed by one fixed sequence of IEEE operations that does not
@@ -10,6 +13,8 @@
 //! on the vector width:
 //! - a GEMM output is `init` (0, or a residual) `+ bias`, then one fused multiply-add per
 //!   reduction index `k`, in increasing `k` (taps in order, channels in order);
+//! - a Winograd convolution output is `init + ((Aᵀ M A) + bias)`, M's 16 elements FMA chains
+//!   from 0 in channel order, the transforms fixed sequences of additions ([`winograd`]);
 //! - reductions that are not GEMMs have a fixed order: GroupNorm sums per channel in pixel
 //!   order, then per group in channel order; softmax sums in 16 partial sums (index mod 16)
 //!   added in order;
@@ -24,8 +29,72 @@
 pub mod gemm;
 pub mod ops;
 pub mod score;
+pub mod winograd;
 
 pub use gemm::{gemm, Init, Rows};
+
+/// An f32 buffer whose first element sits on a 64-byte boundary, so that the kernels' 16-float
+/// vectors over maps with a multiple of 16 channels never straddle two cache lines (a split
+/// load or store costs about twice as much; measured on the Winograd transforms: 3×).
+/// Alignment changes no result, only speed.
+#[derive(Clone, Default)]
+pub struct AVec {
+    buf: Vec<f32>,
+    off: usize,
+    len: usize,
+}
+
+impl AVec {
+    /// `n` zeros.
+    pub fn zeros(n: usize) -> Self {
+        let mut v = AVec::default();
+        v.resize(n);
+        v
+    }
+
+    /// A copy of `x`.
+    pub fn from_slice(x: &[f32]) -> Self {
+        let mut v = AVec::zeros(x.len());
+        v.copy_from_slice(x);
+        v
+    }
+
+    /// Makes the length `n` (new elements zero; old ones kept when the buffer is not moved,
+    /// and copied when it is).
+    pub fn resize(&mut self, n: usize) {
+        if self.off + n > self.buf.len() {
+            let mut buf = vec![0f32; n + 16];
+            let off = buf.as_ptr().align_offset(64).min(16);
+            let keep = self.len.min(n);
+            buf[off..off + keep].copy_from_slice(&self.buf[self.off..self.off + keep]);
+            *self = AVec { buf, off, len: n };
+        } else {
+            if n > self.len {
+                self.buf[self.off + self.len..self.off + n].fill(0.0);
+            }
+            self.len = n;
+        }
+    }
+}
+
+impl std::ops::Deref for AVec {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.buf[self.off..self.off + self.len]
+    }
+}
+
+impl std::ops::DerefMut for AVec {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.buf[self.off..self.off + self.len]
+    }
+}
+
+impl std::fmt::Debug for AVec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
 
 /// Whether the AVX-512 kernels are used (decided once, at first use).
 pub fn use_avx512() -> bool {

@@ -3,7 +3,8 @@
 //! Same weights and the same function as the candle network (outputs agree to ~1e-5),
 //! computed with the kernels of [`crate::kernels`]: channels-last maps, convolutions as GEMMs
 //! over zero-padded inputs with pre-packed weights (nearest-×2 upsampling + 3×3 convolution
-//! as four 2×2 convolutions), fused GroupNorm+SiLU, buffers reused across calls, and groups
+//! as four 2×2 convolutions; the residual blocks' 3×3 convolutions by Winograd F(2×2, 3×3),
+//! [`crate::kernels::winograd`], since format version 10), fused GroupNorm+SiLU, buffers reused across calls, and groups
 //! of [`GROUP`] images run layer by layer so each weight panel serves several images.
 //!
 //! Determinism: an image's ε is a fixed sequence of IEEE operations, bit-identical whatever
@@ -23,7 +24,7 @@ use rayon::prelude::*;
 
 use super::Config;
 use crate::error::{Error, Result};
-use crate::kernels::{gemm, ops, Backend, Init, Rows};
+use crate::kernels::{gemm, ops, winograd, AVec, Backend, Init, Rows};
 
 const GN_EPS: f32 = 1e-6;
 
@@ -42,8 +43,11 @@ struct Norm {
 struct Conv {
     cin: usize,
     cout: usize,
-    w: Vec<f32>,
+    w: AVec,
     b: Vec<f32>,
+    /// Winograd F(2×2, 3×3) weights `[16][cin][cout]` ([`winograd::transform_weights`]) of a
+    /// 3×3 convolution that runs at stride 1 (the residual blocks' convolutions)
+    wino: Option<AVec>,
 }
 
 /// Nearest ×2 upsampling followed by a 3×3 convolution, computed as four 2×2 convolutions
@@ -54,7 +58,7 @@ struct UpConv {
     cin: usize,
     cout: usize,
     /// per phase `py * 2 + px`: `[(a * 2 + b) * cin + ci, cout]`
-    w: [Vec<f32>; 4],
+    w: [AVec; 4],
     b: Vec<f32>,
 }
 
@@ -81,7 +85,7 @@ impl UpConv {
                     }
                 }
             }
-            w
+            AVec::from_slice(&w)
         });
         Self { cin, cout, w, b: c.b }
     }
@@ -108,7 +112,7 @@ struct Attn {
     c: usize,
     norm: Norm,
     /// `[c, 3c]`: q (pre-scaled by c^-1/2), k, v
-    wqkv: Vec<f32>,
+    wqkv: AVec,
     bqkv: Vec<f32>,
     proj: Conv,
 }
@@ -125,16 +129,16 @@ struct Level {
 struct Ws {
     /// images these buffers hold
     cap: usize,
-    hs: Vec<Vec<f32>>,
-    pad: Vec<f32>,
-    a: Vec<f32>,
-    b: Vec<f32>,
-    t: Vec<f32>,
-    cat: Vec<f32>,
-    qkv: Vec<f32>,
-    kt: Vec<f32>,
-    s: Vec<f32>,
-    o: Vec<f32>,
+    hs: Vec<AVec>,
+    pad: AVec,
+    a: AVec,
+    b: AVec,
+    t: AVec,
+    cat: AVec,
+    qkv: AVec,
+    kt: AVec,
+    s: AVec,
+    o: AVec,
     scale: Vec<f32>,
     shift: Vec<f32>,
     gtmp: Vec<f32>,
@@ -155,7 +159,7 @@ pub struct FastUNet {
     norm_out: Norm,
     conv_out: Conv,
     /// conv_out's weights as `[cout][9][cin]` (for [`ops::conv3_few_out`])
-    conv_out_w: Vec<f32>,
+    conv_out_w: AVec,
     nres: usize,
     /// channels of the skip maps, in push order
     hs_ch: Vec<(usize, usize)>,
@@ -200,7 +204,14 @@ impl Loader<'_> {
                 }
             }
         }
-        Ok(Conv { cin, cout, w: pw, b })
+        Ok(Conv { cin, cout, w: AVec::from_slice(&pw), b, wino: None })
+    }
+
+    /// A 3×3 convolution run at stride 1: with its Winograd weights.
+    fn conv_wino(&self, p: &str, cin: usize, cout: usize) -> Result<Conv> {
+        let mut c = self.conv(p, cin, cout, 3)?;
+        c.wino = Some(AVec::from_slice(&winograd::transform_weights(&c.w, cin, cout)));
+        Ok(c)
     }
 
     /// Linear `[out, in]` → `[in, out]`.
@@ -213,7 +224,7 @@ impl Loader<'_> {
                 pw[ci * cout + co] = w[co * cin + ci];
             }
         }
-        Ok(Conv { cin, cout, w: pw, b })
+        Ok(Conv { cin, cout, w: AVec::from_slice(&pw), b, wino: None })
     }
 
     fn res(&self, p: &str, cin: usize, cout: usize, temb_ch: usize, tidx: usize) -> Result<Res> {
@@ -222,11 +233,11 @@ impl Loader<'_> {
             cin,
             cout,
             norm1: self.norm(&format!("{p}.norm1"), cin)?,
-            conv1: self.conv(&format!("{p}.conv1"), cin, cout, 3)?,
-            temb_w: tl.w,
+            conv1: self.conv_wino(&format!("{p}.conv1"), cin, cout)?,
+            temb_w: tl.w.to_vec(),
             temb_b: tl.b,
             norm2: self.norm(&format!("{p}.norm2"), cout)?,
-            conv2: self.conv(&format!("{p}.conv2"), cout, cout, 3)?,
+            conv2: self.conv_wino(&format!("{p}.conv2"), cout, cout)?,
             nin: if cin != cout { Some(self.conv(&format!("{p}.nin_shortcut"), cin, cout, 1)?) } else { None },
             tidx,
         })
@@ -248,7 +259,7 @@ impl Loader<'_> {
         let mut bqkv: Vec<f32> = q.b.iter().map(|b| b * scale).collect();
         bqkv.extend_from_slice(&k.b);
         bqkv.extend_from_slice(&v.b);
-        Ok(Attn { c, norm: self.norm(&format!("{p}.norm"), c)?, wqkv, bqkv, proj: self.conv(&format!("{p}.proj_out"), c, c, 1)? })
+        Ok(Attn { c, norm: self.norm(&format!("{p}.norm"), c)?, wqkv: AVec::from_slice(&wqkv), bqkv, proj: self.conv(&format!("{p}.proj_out"), c, c, 1)? })
     }
 }
 
@@ -363,7 +374,7 @@ impl FastUNet {
             up,
             norm_out,
             conv_out,
-            conv_out_w,
+            conv_out_w: AVec::from_slice(&conv_out_w),
             nres,
             hs_ch,
             max_map,
@@ -457,16 +468,16 @@ impl FastUNet {
         let chmax = 8 * self.cfg.ch * self.cfg.ch_mult.iter().max().copied().unwrap_or(1);
         Ws {
             cap: g,
-            hs: self.hs_ch.iter().map(|&(c, res)| vec![0f32; g * c * res * res]).collect(),
-            pad: vec![0f32; g * self.max_pad],
-            a: vec![0f32; g * cmax],
-            b: vec![0f32; g * cmax],
-            t: vec![0f32; g * cmax],
-            cat: Vec::new(), // only for identity shortcuts over a concatenation (grown on use)
-            qkv: vec![0f32; g * an * 3 * ac],
-            kt: vec![0f32; an * ac],
-            s: vec![0f32; an * an],
-            o: vec![0f32; g * an * ac],
+            hs: self.hs_ch.iter().map(|&(c, res)| AVec::zeros(g * c * res * res)).collect(),
+            pad: AVec::zeros(g * self.max_pad),
+            a: AVec::zeros(g * cmax),
+            b: AVec::zeros(g * cmax),
+            t: AVec::zeros(g * cmax),
+            cat: AVec::default(), // only for identity shortcuts over a concatenation (grown on use)
+            qkv: AVec::zeros(g * an * 3 * ac),
+            kt: AVec::zeros(an * ac),
+            s: AVec::zeros(an * an),
+            o: AVec::zeros(g * an * ac),
             scale: vec![0f32; chmax],
             shift: vec![0f32; chmax],
             gtmp: Vec::with_capacity(2 * chmax),
@@ -540,6 +551,9 @@ impl FastUNet {
     /// interiors) into `g` stacked HWC maps in `out`.
     #[allow(clippy::too_many_arguments)]
     fn conv3(&self, cv: &Conv, pad: &[f32], r: usize, stride: usize, g: usize, out: &mut [f32], init: Init, bias: &[f32], par: bool) {
+        if let (Some(u), 1, 0) = (&cv.wino, stride, r % 2) {
+            return winograd::conv3(self.be, u, cv.cin, cv.cout, pad, r, g, out, init, bias, par);
+        }
         let ro = r / stride;
         let wp = r + 2;
         gemm(
@@ -708,7 +722,7 @@ impl FastUNet {
                     self.res_block(rb, &[(&b[..npix * hc], hc), (&skip[..npix * sc_ch], sc_ch)], r, g, a, tb, pad, t, sc, sh, gtmp, par);
                 } else {
                     // identity shortcut (cin == cout): needs the concatenation itself
-                    cat.resize(npix * rb.cin, 0.0);
+                    cat.resize(npix * rb.cin);
                     for p in 0..npix {
                         cat[p * rb.cin..p * rb.cin + hc].copy_from_slice(&a[p * hc..(p + 1) * hc]);
                         cat[p * rb.cin + hc..(p + 1) * rb.cin].copy_from_slice(&skip[p * sc_ch..(p + 1) * sc_ch]);
