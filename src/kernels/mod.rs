@@ -77,6 +77,18 @@ impl AVec {
     }
 }
 
+impl AVec {
+    /// Makes the length `n` without zeroing: elements past the old length keep whatever the
+    /// buffer held (always initialised floats). For scratch that is written before it is read.
+    pub fn resize_stale(&mut self, n: usize) {
+        if self.off + n > self.buf.len() {
+            self.resize(n);
+        } else {
+            self.len = n;
+        }
+    }
+}
+
 impl std::ops::Deref for AVec {
     type Target = [f32];
     fn deref(&self) -> &[f32] {

@@ -104,8 +104,9 @@ fn chunk(be: Backend, u: &[f32], cin: usize, cout: usize, pad: &[f32], r: usize,
     // line more than their size apart (16 streams a multiple of 4 KiB apart share L1 sets)
     let lv = Planes { e: nt * cin + 16, t: cin };
     let lm = Planes { e: nt * cout + 16, t: cout };
-    v.resize(lv.len(nt, cin));
-    m.resize(lm.len(nt, cout));
+    // every element read is written first (the gaps between planes are never read)
+    v.resize_stale(lv.len(nt, cin));
+    m.resize_stale(lm.len(nt, cout));
     input_pass(be, pad, cin, r, tr0, ntr, v, lv);
     for e in 0..16 {
         products(be, nt, cin, cout, &v[e * lv.e..], lv.t, &u[e * cin * cout..(e + 1) * cin * cout], &mut m[e * lm.e..], lm.t);
