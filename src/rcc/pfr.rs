@@ -380,7 +380,10 @@ fn score_parts(key: StepKey, l: u32, chunks: &[usize], cf: &Coefficients<'_>, sc
             }))
             .collect();
         let grp = quant::Group::new(&pairs);
-        out_i32.resize(g * nc, 0);
+        // grown, never shrunk (every score read is written first: no zeroing per group)
+        if out_i32.len() < g * nc {
+            out_i32.resize(g * nc, 0);
+        }
         out_i32[..g * nc].par_chunks_mut(g * RANGE).zip(maxima.par_chunks_mut(g)).enumerate().for_each(|(r, (c, mx))| {
             let (j0, w) = range(r);
             grp.score_range(key, l, j0, w, c, mx);
@@ -421,7 +424,9 @@ fn score_parts(key: StepKey, l: u32, chunks: &[usize], cf: &Coefficients<'_>, sc
         })
         .collect();
     let a_group: Vec<f32> = chunks.iter().map(|&c| cf.a_coef[c]).collect();
-    out.resize(g * nc, 0.0);
+    if out.len() < g * nc {
+        out.resize(g * nc, 0.0);
+    }
     out[..g * nc].par_chunks_mut(g * RANGE).zip(maxima.par_chunks_mut(g)).enumerate().for_each(|(r, (c, mx))| {
         let (j0, w) = range(r);
         score_range(key, l, j0, w, &am, am2.as_deref(), &counts, &distinct, &a_group, c);
