@@ -309,7 +309,7 @@ unsafe fn portable_block<const R: usize>(j: &Job, m0: usize, m1: usize, n0: usiz
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(super) mod avx512 {
     use super::Job;
     use std::arch::x86_64::*;
 
@@ -365,6 +365,22 @@ mod avx512 {
 
     const MAX_SEGS: usize = 32;
 
+    /// One reduction index of an MR × 16·NV register tile: `acc[i] += a[i][k] · B row at bp`
+    /// (one FMA per output; the micro-kernels of the GEMM and of the Winograd products).
+    #[inline(always)]
+    pub(in crate::kernels) unsafe fn rank1<const MR: usize, const NV: usize>(acc: &mut [[__m512; NV]; MR], a: &[*const f32; MR], k: usize, bp: *const f32, masks: &[u16; NV]) {
+        let mut bv = [_mm512_setzero_ps(); NV];
+        for v in 0..NV {
+            bv[v] = _mm512_maskz_loadu_ps(masks[v], bp.add(16 * v));
+        }
+        for i in 0..MR {
+            let av = _mm512_set1_ps(*a[i].add(k));
+            for v in 0..NV {
+                acc[i][v] = _mm512_fmadd_ps(av, bv[v], acc[i][v]);
+            }
+        }
+    }
+
     /// One register tile over the reduction range starting at flat index `k0`, given as runs.
     #[inline(always)]
     unsafe fn tile<const MR: usize, const NV: usize>(j: &Job, m: usize, rows: usize, n0: usize, masks: &[u16; NV], k0: usize, segs: &[(isize, usize)]) {
@@ -408,16 +424,7 @@ mod avx512 {
                 a[i] = j.a.add(aoff[i]).offset(off);
             }
             for s in 0..steps {
-                let mut bv = [_mm512_setzero_ps(); NV];
-                for v in 0..NV {
-                    bv[v] = _mm512_maskz_loadu_ps(masks[v], bp.add(16 * v));
-                }
-                for i in 0..MR {
-                    let av = _mm512_set1_ps(*a[i].add(s));
-                    for v in 0..NV {
-                        acc[i][v] = _mm512_fmadd_ps(av, bv[v], acc[i][v]);
-                    }
-                }
+                rank1(&mut acc, &a, s, bp, masks);
                 bp = bp.add(ldb);
             }
         }

@@ -171,16 +171,7 @@ unsafe fn products_avx512<const MR: usize, const NV: usize>(nt: usize, cin: usiz
         let mut acc = [[_mm512_setzero_ps(); NV]; MR];
         let mut bp = up;
         for k in 0..cin {
-            let mut bv = [_mm512_setzero_ps(); NV];
-            for q in 0..NV {
-                bv[q] = _mm512_maskz_loadu_ps(masks[q], bp.add(16 * q));
-            }
-            for i in 0..MR {
-                let av = _mm512_set1_ps(*a[i].add(k));
-                for q in 0..NV {
-                    acc[i][q] = _mm512_fmadd_ps(av, bv[q], acc[i][q]);
-                }
-            }
+            super::gemm::avx512::rank1(&mut acc, &a, k, bp, &masks);
             bp = bp.add(cout);
         }
         for (i, ai) in acc.iter().enumerate().take(rows) {
