@@ -37,7 +37,7 @@ pub use gemm::{gemm, Init, Rows};
 /// vectors over maps with a multiple of 16 channels never straddle two cache lines (a split
 /// load or store costs about twice as much; measured on the Winograd transforms: 3×).
 /// Alignment changes no result, only speed.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub struct AVec {
     buf: Vec<f32>,
     off: usize,
@@ -75,9 +75,7 @@ impl AVec {
             self.len = n;
         }
     }
-}
 
-impl AVec {
     /// Makes the length `n` without zeroing: elements past the old length keep whatever the
     /// buffer held (always initialised floats). For scratch that is written before it is read.
     pub fn resize_stale(&mut self, n: usize) {
@@ -86,6 +84,14 @@ impl AVec {
         } else {
             self.len = n;
         }
+    }
+}
+
+/// A copy in a new, again 64-byte aligned buffer (a derived clone would copy the offset into a
+/// buffer of other alignment).
+impl Clone for AVec {
+    fn clone(&self) -> Self {
+        AVec::from_slice(self)
     }
 }
 
